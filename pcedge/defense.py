@@ -1,0 +1,150 @@
+"""Double masking and certification on label tables: pure numpy, no engine in sight.
+
+Semantics follow the PatchCleanser reference implementation exactly (DESIGN.md section 3):
+
+1. all one-mask labels agree -> that label ("agreed");
+2. majority = most frequent one-mask label, ties to the largest label id;
+3. for each disagreeing mask i (label != majority) in ascending index order, if every two-mask label
+   z_ij (j != i) equals y_i, return y_i ("disagreer");
+4. otherwise the majority ("majority").
+
+The on-demand version asks an engine only for labels it does not know yet, may batch them, stops a mask
+at its first contradicting label, and can be bounded by a pass budget; when the budget stops the second
+round the decision says so (case "budget") instead of returning a weaker answer silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import ConfigError
+
+CASES = ("agreed", "disagreer", "majority", "budget")
+
+TwoMaskLabels = Callable[[int, np.ndarray], np.ndarray]
+"""``two_mask_labels(i, js)`` returns the labels of the two-mask images (i, j) for each j in ``js``."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The defended label and how it was reached.
+
+    ``disagreers`` are the one-mask indices whose label differs from the majority; ``two_mask_passes``
+    counts the two-mask images that had to be classified (the second round's cost).
+    """
+
+    label: int
+    case: str
+    disagreers: tuple[int, ...] = ()
+    two_mask_passes: int = 0
+    majority: int = -1
+    passing_mask: int | None = None
+    one_mask_labels: tuple[int, ...] = field(default=(), repr=False)
+
+
+def majority_label(labels: np.ndarray) -> int:
+    """Most frequent label; ties go to the largest label id (the reference's np.unique + argsort)."""
+    values, counts = np.unique(labels, return_counts=True)
+    top = counts.max()
+    return int(values[counts == top].max())
+
+
+def double_masking(
+    one_mask_labels: Sequence[int] | np.ndarray,
+    two_mask_labels: TwoMaskLabels,
+    *,
+    chunk_size: int | None = None,
+    budget: int | None = None,
+    known: dict[tuple[int, int], int] | None = None,
+) -> Decision:
+    """Double masking with second-round labels computed on demand.
+
+    ``chunk_size`` bounds how many two-mask labels are asked for at once (None: all that a disagreer
+    still needs, in one call; 1: one at a time, the reference's order). A mask is rejected as soon as a
+    label contradicts it, so later chunks of that mask are never asked for. ``budget`` caps the total
+    number of two-mask passes; ``known`` is a cache of z_ij labels keyed by (min(i, j), max(i, j)) that
+    is read and filled, so z_ij = z_ji is never computed twice.
+    """
+    y = np.asarray(one_mask_labels).astype(np.int64).ravel()
+    k = y.size
+    if k == 0:
+        raise ConfigError("double masking needs at least one one-mask label")
+    if chunk_size is not None and chunk_size < 1:
+        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
+    if budget is not None and budget < 0:
+        raise ConfigError(f"budget must be >= 0, got {budget}")
+    labels = tuple(int(v) for v in y)
+    if (y == y[0]).all():
+        return Decision(int(y[0]), "agreed", (), 0, int(y[0]), None, labels)
+    majority = majority_label(y)
+    disagreers = tuple(int(i) for i in np.flatnonzero(y != majority))
+    cache = known if known is not None else {}
+    passes = 0
+    for i in disagreers:
+        target = y[i]
+        others = [j for j in range(k) if j != i]
+        if any(cache.get((min(i, j), max(i, j)), target) != target for j in others):
+            continue  # a label we already have contradicts mask i: no pass needed
+        todo = np.array([j for j in others if (min(i, j), max(i, j)) not in cache], dtype=np.int64)
+        step = todo.size if chunk_size is None else chunk_size
+        rejected = False
+        for start in range(0, todo.size, max(step, 1)):
+            js = todo[start : start + step]
+            if budget is not None and passes + js.size > budget:
+                return Decision(majority, "budget", disagreers, passes, majority, None, labels)
+            z = np.asarray(two_mask_labels(i, js)).astype(np.int64).ravel()
+            if z.size != js.size:
+                raise ConfigError(f"two_mask_labels({i}, {js.size} masks) returned {z.size} labels")
+            passes += js.size
+            for j, label in zip(js.tolist(), z.tolist()):
+                cache[(min(i, j), max(i, j))] = int(label)
+            if (z != target).any():
+                rejected = True
+                break
+        if not rejected:
+            return Decision(int(target), "disagreer", disagreers, passes, majority, i, labels)
+    return Decision(majority, "majority", disagreers, passes, majority, None, labels)
+
+
+def double_masking_table(table: np.ndarray, **kwargs) -> Decision:
+    """Double masking from a full symmetric K x K two-mask label table (diagonal = one-mask labels)."""
+    table = _check_table(table)
+    return double_masking(np.diagonal(table), lambda i, js: table[i, js], **kwargs)
+
+
+def certification_pairs(num_masks: int) -> np.ndarray:
+    """The K(K+1)/2 unordered pairs (i, j), i <= j, row-major; (i, i) is the one-mask image i."""
+    if num_masks < 1:
+        raise ConfigError(f"num_masks must be >= 1, got {num_masks}")
+    i, j = np.triu_indices(num_masks)
+    return np.stack([i, j], axis=1).astype(np.int32)
+
+
+def table_from_pairs(num_masks: int, labels: np.ndarray, dtype=np.int16) -> np.ndarray:
+    """Symmetric K x K table from labels listed in :func:`certification_pairs` order."""
+    pairs = certification_pairs(num_masks)
+    labels = np.asarray(labels).ravel()
+    if labels.size != len(pairs):
+        raise ConfigError(f"expected {len(pairs)} labels for K={num_masks}, got {labels.size}")
+    table = np.empty((num_masks, num_masks), dtype=dtype)
+    table[pairs[:, 0], pairs[:, 1]] = labels
+    table[pairs[:, 1], pairs[:, 0]] = labels
+    return table
+
+
+def is_certified(table: np.ndarray, label: int) -> bool:
+    """Certified iff every two-mask label (diagonal included) equals ``label``."""
+    table = _check_table(table)
+    return bool((table == label).all())
+
+
+def _check_table(table: np.ndarray) -> np.ndarray:
+    table = np.asarray(table)
+    if table.ndim != 2 or table.shape[0] != table.shape[1] or table.shape[0] < 1:
+        raise ConfigError(f"a label table must be K x K, got shape {table.shape}")
+    if not np.array_equal(table, table.T):
+        raise ConfigError("a label table must be symmetric (z_ij = z_ji)")
+    return table

@@ -1,0 +1,51 @@
+"""One exception hierarchy for every user-facing failure.
+
+Expected user errors derive from :class:`PcedgeError`, so the CLI can print them in one line without a
+traceback. :class:`InternalError` deliberately does *not* derive from it: it marks a bug in pcedge, never
+bad input, and must surface with its traceback.
+"""
+
+from __future__ import annotations
+
+
+class PcedgeError(Exception):
+    """Root of all errors caused by input, configuration or the environment."""
+
+
+class ConfigError(PcedgeError, ValueError):
+    """A parameter is invalid (patch size, stride, preprocessing spec, CLI option)."""
+
+
+class InsecureMaskSetError(ConfigError):
+    """A mask set leaves some patch placement of its threat model uncovered.
+
+    Refused rather than warned about: an uncovered placement silently voids the certificate.
+    """
+
+
+class ExportError(PcedgeError):
+    """A PyTorch model could not be exported, or the export failed its checks."""
+
+
+class EngineError(PcedgeError):
+    """An engine could not be built, loaded or run (corrupt model, wrong shapes, stale engine)."""
+
+
+class SourceError(PcedgeError):
+    """A video source or sink could not be opened, read or written."""
+
+
+class KernelError(PcedgeError, ValueError):
+    """A masking kernel was called with buffers it cannot use (wrong dtype, shape, size) or is not built."""
+
+
+class DatasetError(PcedgeError):
+    """A dataset could not be read or has an unsupported layout."""
+
+
+class MissingDependencyError(PcedgeError, ImportError):
+    """An optional dependency is not installed; the message names the extra that provides it."""
+
+
+class InternalError(Exception):
+    """A bug in pcedge (an invariant that input cannot break was broken). Not a PcedgeError."""

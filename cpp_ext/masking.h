@@ -18,8 +18,12 @@ namespace pce {
 // A window is int32 [y0, x0, y1, x1], half-open. The mask table is (K, R, 4): R windows per mask.
 constexpr int kWindowInts = 4;
 
-// Selection modes: one-mask images list one mask index each, two-mask images a pair (i, j).
-enum SelectionMode : int { kOneMask = 1, kTwoMask = 2 };
+// Selection modes: one-mask images list one mask index each, two-mask images a pair (i, j);
+// unmasked images (the undefended model's input) list one ignored entry each.
+enum SelectionMode : int { kUnmasked = 0, kOneMask = 1, kTwoMask = 2 };
+
+// Entries per output image in a selection of the given mode.
+PCE_HD int selection_stride(int mode) { return mode > 0 ? mode : 1; }
 
 // The windows removed from output image n: R windows of mask sel[n] (one-mask), or of masks
 // sel[2n] and sel[2n+1] (two-mask). Fills `out` (room for 2R windows) and returns how many.

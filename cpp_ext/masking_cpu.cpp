@@ -105,8 +105,9 @@ MaskTable make_table(const py::array_t<int32_t, 0>& windows, const py::array_t<i
   require_contiguous(windows, "windows");
   require_contiguous(selection, "selection");
   require(windows.shape(1) >= 1 && windows.shape(1) <= 4, "windows per mask must be 1..4");
-  require(mode == pce::kOneMask || mode == pce::kTwoMask, "mode must be 1 (one-mask) or 2 (two-mask)");
-  require(selection.size() % mode == 0, "two-mask selection must hold pairs");
+  require(mode == pce::kUnmasked || mode == pce::kOneMask || mode == pce::kTwoMask,
+          "mode must be 0 (unmasked), 1 (one-mask) or 2 (two-mask)");
+  require(selection.size() % pce::selection_stride(mode) == 0, "two-mask selection must hold pairs");
   MaskTable t{windows.data(), static_cast<int>(windows.shape(0)), static_cast<int>(windows.shape(1)),
               selection.data(), mode};
   for (py::ssize_t i = 0; i < selection.size(); ++i) {
@@ -114,7 +115,7 @@ MaskTable make_table(const py::array_t<int32_t, 0>& windows, const py::array_t<i
     require(m >= 0 && m < t.num_masks, "selection index " + std::to_string(m) + " out of range [0, " +
                                            std::to_string(t.num_masks) + ")");
   }
-  *count = selection.size() / mode;
+  *count = selection.size() / pce::selection_stride(mode);
   return t;
 }
 

@@ -209,9 +209,10 @@ class CudaMaskWriter {
   // Copies the selection to the device on `stream`; waits only for the previous copy out of the staging area.
   DeviceTable stage(const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& selection, int mode,
                     uintptr_t stream) {
-    require(mode == pce::kOneMask || mode == pce::kTwoMask, "mode must be 1 (one-mask) or 2 (two-mask)");
-    require(selection.size() % mode == 0, "two-mask selection must hold pairs");
-    const int count = static_cast<int>(selection.size() / mode);
+    require(mode == pce::kUnmasked || mode == pce::kOneMask || mode == pce::kTwoMask,
+          "mode must be 0 (unmasked), 1 (one-mask) or 2 (two-mask)");
+    require(selection.size() % pce::selection_stride(mode) == 0, "two-mask selection must hold pairs");
+    const int count = static_cast<int>(selection.size() / pce::selection_stride(mode));
     require(count <= max_images_, "selection of " + std::to_string(count) + " images exceeds max_images " +
                                       std::to_string(max_images_));
     for (py::ssize_t i = 0; i < selection.size(); ++i) {

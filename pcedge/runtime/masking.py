@@ -94,11 +94,25 @@ def write_masked_frame(
     The CPU twin of the CUDA frame kernel. Bicubic specs are resized by OpenCV first (the fused
     kernel samples bilinearly; on an already resized image that sampling is exact).
     """
-    frame = as_hwc_uint8(frame)
     if tuple(spec.input_size) != mask_set.image_size:
         raise KernelError(f"the mask set was built for {mask_set.image_size} but the model input is {spec.input_size}")
     sel, mode = as_selection(selection, len(mask_set))
-    count = sel.size // mode
+    return _write_frame(frame, spec, mask_set.windows, sel, mode, out, frame_order, num_threads)
+
+
+def write_frame(frame: np.ndarray, spec: PreprocessSpec, out: np.ndarray, *, count: int = 1, frame_order: str = "BGR") -> np.ndarray:
+    """The undefended model's input: ``count`` unmasked copies of the preprocessed frame in ``out[:count]``."""
+    if count < 0:
+        raise KernelError(f"count must be >= 0, got {count}")
+    return _write_frame(frame, spec, _NO_WINDOWS, np.zeros(count, np.int32), 0, out, frame_order, 0)
+
+
+_NO_WINDOWS = np.array([[[0, 0, 1, 1]]], dtype=np.int32)  # never read: unmasked mode gathers no windows
+
+
+def _write_frame(frame, spec: PreprocessSpec, windows: np.ndarray, sel: np.ndarray, mode: int, out, frame_order: str, num_threads: int) -> np.ndarray:
+    frame = as_hwc_uint8(frame)
+    count = sel.size // max(mode, 1)
     _check_out(out, count, (3, *spec.input_size), None)
     geo = spec.geometry(frame.shape[0], frame.shape[1])
     if spec.interpolation == "bicubic":
@@ -107,7 +121,7 @@ def write_masked_frame(
     channels = spec.source_channels(frame.shape[2], frame_order)
     _cpu_module().write_masked_frame(
         frame, geo.resized_h, geo.resized_w, geo.top, geo.left, channels, scale, shift,
-        mask_set.windows, sel, mode, out, num_threads,
+        windows, sel, mode, out, num_threads,
     )
     return out[:count]
 

@@ -1,0 +1,122 @@
+"""The engine protocol every backend implements (after Polygraphy's BaseRunner).
+
+An engine owns one input buffer sized for ``max_batch`` images; the masked-batch writer fills the first
+n images of it in place (``input_buffer(n)``), then ``infer(n)`` returns n integer labels. Public methods
+check state and sizes once; backends implement only ``_activate``, ``_infer`` and ``_deactivate``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import EngineError
+
+_COUNTER = itertools.count()
+
+
+@dataclass(frozen=True)
+class InputMetadata:
+    name: str
+    shape: tuple[int, int, int]  # (C, H, W); the batch axis is dynamic up to max_batch
+    dtype: np.dtype
+    max_batch: int
+
+
+class Engine(ABC):
+    """A classifier that maps a batch in its own input buffer to integer labels.
+
+    ``device`` is "cpu" (the buffer is a host numpy array) or "cuda" (a device array exposing
+    ``__cuda_array_interface__``). Use as a context manager, which frees the buffers on exit.
+    """
+
+    backend = "base"
+    device = "cpu"
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or f"{self.backend}-{next(_COUNTER)}"
+        self.log = logging.getLogger(f"pcedge.engine.{self.name}")
+        self.last_inference_time = 0.0
+        self.is_active = False
+
+    # ------------------------------------------------------------------------------- lifecycle
+    def __enter__(self) -> "Engine":
+        self.activate()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.deactivate()
+
+    def activate(self) -> "Engine":
+        if not self.is_active:
+            self._activate()
+            self.is_active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self.is_active:
+            self._deactivate()
+            self.is_active = False
+
+    # ------------------------------------------------------------------------------- inference
+    @property
+    @abstractmethod
+    def input_metadata(self) -> InputMetadata: ...
+
+    @property
+    def max_batch(self) -> int:
+        return self.input_metadata.max_batch
+
+    def input_buffer(self, n: int) -> Any:
+        """Where the writer puts n images: the first n of the engine's own buffer, no copy."""
+        self._require_active("input_buffer")
+        self._check_batch(n)
+        return self._buffer()[:n]
+
+    def full_buffer(self) -> Any:
+        """The whole (max_batch, C, H, W) input buffer (writers check its capacity themselves)."""
+        self._require_active("full_buffer")
+        return self._buffer()
+
+    def infer(self, n: int) -> np.ndarray:
+        """Classify the first n images of the input buffer; returns int64 labels of shape (n,)."""
+        self._require_active("infer")
+        self._check_batch(n)
+        start = time.perf_counter()
+        labels = np.asarray(self._infer(n)).astype(np.int64, copy=False).reshape(-1)
+        self.last_inference_time = time.perf_counter() - start
+        if labels.shape[0] != n:
+            raise EngineError(f"{self.name}: the model returned {labels.shape[0]} labels for a batch of {n}")
+        return labels
+
+    def describe(self) -> str:
+        """Which backend and provider actually runs, for logs and results."""
+        return self.backend
+
+    # ------------------------------------------------------------------------------- hooks
+    @abstractmethod
+    def _activate(self) -> None: ...
+
+    @abstractmethod
+    def _buffer(self) -> Any: ...
+
+    @abstractmethod
+    def _infer(self, n: int) -> np.ndarray: ...
+
+    def _deactivate(self) -> None:
+        pass
+
+    # ------------------------------------------------------------------------------- checks
+    def _require_active(self, what: str) -> None:
+        if not self.is_active:
+            raise EngineError(f"{self.name}: activate the engine (use it in a 'with' block) before {what}()")
+
+    def _check_batch(self, n: int) -> None:
+        if not 0 < n <= self.max_batch:
+            raise EngineError(f"{self.name}: batch {n} outside 1..{self.max_batch} (the engine's max_batch)")

@@ -1,0 +1,181 @@
+"""ONNX Runtime engine: CPU, CUDA and TensorRT execution providers behind one class.
+
+The input buffer is allocated once. On the CPU it is a numpy array the writer fills in place and ORT
+reads without a copy; with the CUDA or TensorRT provider it is a device OrtValue bound through IO
+binding, so masked images never travel through the host. Which provider really runs is read back from
+the session and logged: ORT silently falls back to the CPU when a GPU provider cannot load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import EngineError
+from .base import Engine, InputMetadata
+
+PROVIDERS = {
+    "ort": ["CPUExecutionProvider"],
+    "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "ort-trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def provider_options(backend: str, cache_dir: Path, fp16: bool) -> list[Any]:
+    """Providers with sensible options: engine and timing caches on disk, FP16 where asked."""
+    options: list[Any] = []
+    for name in PROVIDERS[backend]:
+        if name == "TensorrtExecutionProvider":
+            options.append((name, {
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache_dir),
+                "trt_timing_cache_enable": True,
+                "trt_fp16_enable": fp16,
+            }))
+        elif name == "CUDAExecutionProvider":
+            options.append((name, {"cudnn_conv_algo_search": "HEURISTIC"}))
+        else:
+            options.append(name)
+    return options
+
+
+class OrtEngine(Engine):
+    """An exported pcedge ONNX model (or any [N, 3, H, W] classifier) on ONNX Runtime."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        backend: str = "ort",
+        max_batch: int = 36,
+        fp16: bool = False,
+        threads: int | None = None,
+        cache_dir: str | Path | None = None,
+        name: str | None = None,
+    ) -> None:
+        if backend not in PROVIDERS:
+            raise EngineError(f"unknown ONNX Runtime backend {backend!r}; choose one of {sorted(PROVIDERS)}")
+        self.backend = backend
+        self.device = "cpu" if backend == "ort" else "cuda"
+        super().__init__(name)
+        self.model_path = Path(model_path)
+        self._max_batch = int(max_batch)
+        self._fp16 = fp16
+        self._threads = threads
+        self._cache_dir = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "pcedge" / "ort-trt"
+        self._session = None
+        self._meta: InputMetadata | None = None
+        self._host: np.ndarray | None = None
+        self._device_value = None
+        self._binding = None
+        self._output = "labels"
+        self.providers: list[str] = []
+
+    # ------------------------------------------------------------------------------- lifecycle
+    def _activate(self) -> None:
+        import onnxruntime as ort
+
+        if not self.model_path.is_file():
+            raise EngineError(f"{self.name}: model file {self.model_path} does not exist")
+        available = ort.get_available_providers()
+        wanted = PROVIDERS[self.backend][0]
+        if wanted not in available:
+            raise EngineError(
+                f"{self.name}: {wanted} is not available in this onnxruntime ({', '.join(available)}); "
+                "install onnxruntime-gpu for ort-cuda/ort-trt, or use --backend ort"
+            )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self._threads:
+            options.intra_op_num_threads = self._threads
+        if self.backend == "ort-trt":
+            self._cache_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._session = ort.InferenceSession(str(self.model_path), options,
+                                                 providers=provider_options(self.backend, self._cache_dir, self._fp16))
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            raise EngineError(f"{self.name}: cannot load {self.model_path} ({str(exc).splitlines()[0]})") from exc
+        self.providers = self._session.get_providers()
+        if self.providers[0] != wanted:
+            self.log.warning("%s fell back to %s (wanted %s)", self.name, self.providers[0], wanted)
+        self._meta = self._read_metadata()
+        outputs = [o.name for o in self._session.get_outputs()]
+        self._output = "labels" if "labels" in outputs else outputs[0]
+        shape = (self._max_batch, *self._meta.shape)
+        if self.device == "cpu":
+            self._host = np.zeros(shape, dtype=np.float32)
+        else:
+            self._device_value = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, "cuda", 0)
+            self._binding = self._session.io_binding()
+        self.log.info("%s: %s on %s, max batch %d", self.name, self.model_path.name, self.providers[0], self._max_batch)
+
+    def _deactivate(self) -> None:
+        self._session = None
+        self._host = None
+        self._device_value = None
+        self._binding = None
+
+    def _read_metadata(self) -> InputMetadata:
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1:
+            raise EngineError(f"{self.name}: the model has {len(inputs)} inputs; a classifier takes one image batch")
+        inp = inputs[0]
+        shape = inp.shape
+        if len(shape) != 4:
+            raise EngineError(f"{self.name}: the model input {inp.name} has rank {len(shape)} ({shape}); expected [N, 3, H, W]")
+        if isinstance(shape[0], int):
+            raise EngineError(
+                f"{self.name}: the model's batch axis is fixed to {shape[0]}; PatchCleanser needs a dynamic batch. "
+                "Re-export with pcedge export (it marks the batch axis dynamic)"
+            )
+        if not all(isinstance(s, int) for s in shape[1:]) or shape[1] != 3:
+            raise EngineError(f"{self.name}: the model input must be [N, 3, H, W] with fixed H and W, got {shape}")
+        if inp.type != "tensor(float)":
+            raise EngineError(f"{self.name}: the model input must be float32, got {inp.type}")
+        return InputMetadata(inp.name, (3, int(shape[2]), int(shape[3])), np.dtype(np.float32), self._max_batch)
+
+    # ------------------------------------------------------------------------------- inference
+    @property
+    def input_metadata(self) -> InputMetadata:
+        self._require_active("input_metadata")
+        return self._meta
+
+    def describe(self) -> str:
+        return f"{self.backend} ({self.providers[0] if self.providers else 'inactive'})"
+
+    def _buffer(self) -> Any:
+        return self._host if self.device == "cpu" else _OrtDeviceView(self._device_value, self._meta)
+
+    def _infer(self, n: int) -> np.ndarray:
+        if self.device == "cpu":
+            out = self._session.run([self._output], {self._meta.name: self._host[:n]})[0]
+        else:
+            self._binding.bind_input(self._meta.name, "cuda", 0, np.float32, [n, *self._meta.shape],
+                                     self._device_value.data_ptr())
+            self._binding.bind_output(self._output, "cpu")
+            self._session.run_with_iobinding(self._binding)
+            out = self._binding.copy_outputs_to_cpu()[0]
+        return out if self._output == "labels" else np.asarray(out).argmax(axis=1)
+
+
+class _OrtDeviceView:
+    """A device OrtValue seen as a (max_batch, C, H, W) CUDA array for the CUDA writer (no copy)."""
+
+    def __init__(self, value, meta: InputMetadata) -> None:
+        self._value = value  # keeps the device memory alive while the view is used
+        self.shape = (meta.max_batch, *meta.shape)
+        self.__cuda_array_interface__ = {"shape": self.shape, "typestr": "<f4", "data": (value.data_ptr(), False),
+                                         "version": 3, "strides": None}
+
+    def __getitem__(self, index: slice) -> "_OrtDeviceView":
+        if not isinstance(index, slice) or index.start not in (None, 0) or index.step not in (None, 1):
+            raise EngineError("device input buffers can only be sliced as [:n]")
+        view = object.__new__(_OrtDeviceView)
+        view._value = self._value
+        n = min(index.stop if index.stop is not None else self.shape[0], self.shape[0])
+        view.shape = (n, *self.shape[1:])
+        view.__cuda_array_interface__ = {**self.__cuda_array_interface__, "shape": view.shape}
+        return view
+

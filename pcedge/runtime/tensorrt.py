@@ -1,0 +1,231 @@
+"""TensorRT engine (TensorRT 10 API; JetPack 6 ships 10.x) with device buffers from cuda-python.
+
+Build: ONNX parser -> one optimization profile for the batch axis (min 1, opt K, max K*(K-1) capped) ->
+FP16 where the GPU has fast FP16 (INT8 needs a calibration cache) -> serialized engine cached on disk
+(pcedge.runtime.trt_cache), with a persistent timing cache. Run: ``set_input_shape``,
+``set_tensor_address`` on buffers this engine owns and ``execute_async_v3`` on its own stream; the
+one-mask batch (fixed shape) is captured once as a CUDA graph and replayed.
+
+TensorRT cannot be installed on pcedge's development and CI machines, so this module is exercised only
+where TensorRT exists (tests marked ``trt`` skip with that reason elsewhere); everything around it
+(cache keys, profile shapes, backend choice) is plain Python tested everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._optional import require
+from ..errors import EngineError
+from .base import Engine, InputMetadata
+from .trt_cache import EngineCache, EngineKey, file_sha256, profile_shapes
+
+log = logging.getLogger("pcedge.tensorrt")
+
+
+def _cudart():
+    """cuda-python's runtime module (``cuda.bindings.runtime`` in 12.6+, ``cuda.cudart`` before)."""
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        runtime = require("cuda.cudart", "the TensorRT backend's device buffers")
+    return runtime
+
+
+def _check(result: Any, what: str) -> Any:
+    err, *rest = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        raise EngineError(f"CUDA error {int(err)} in {what}")
+    return rest[0] if len(rest) == 1 else rest
+
+
+class _DeviceBuffer:
+    """cudaMalloc'd memory exposed as a CUDA array (``__cuda_array_interface__``) for the writers."""
+
+    def __init__(self, cudart, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self._cudart = cudart
+        self.shape, self.dtype = shape, np.dtype(dtype)
+        self.nbytes = int(np.prod(shape)) * self.dtype.itemsize
+        self.ptr = int(_check(cudart.cudaMalloc(self.nbytes), "cudaMalloc"))
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False), "version": 3, "strides": None}
+
+    def __getitem__(self, index: slice) -> "_DeviceBuffer":
+        view = object.__new__(_DeviceBuffer)
+        view._cudart, view.dtype, view.ptr = self._cudart, self.dtype, self.ptr
+        n = min(index.stop if index.stop is not None else self.shape[0], self.shape[0])
+        view.shape = (n, *self.shape[1:])
+        view.nbytes = int(np.prod(view.shape)) * self.dtype.itemsize
+        return view
+
+    def free(self) -> None:
+        if self.ptr:
+            self._cudart.cudaFree(self.ptr)
+            self.ptr = 0
+
+
+class TensorRTEngine(Engine):
+    """An ONNX classifier compiled by TensorRT, with its input binding owned by this object."""
+
+    backend = "tensorrt"
+    device = "cuda"
+
+    def __init__(self, onnx_path: str | Path, *, num_masks: int, max_batch: int | None = None,
+                 precision: str = "fp16", cache_dir: str | Path | None = None, cuda_graph: bool = True,
+                 name: str | None = None) -> None:
+        super().__init__(name)
+        if precision not in ("fp32", "fp16", "int8"):
+            raise EngineError(f"precision must be fp32, fp16 or int8, got {precision!r}")
+        self.onnx_path = Path(onnx_path)
+        self.num_masks = num_masks
+        self.profile = profile_shapes(num_masks, max_batch)
+        self.precision = precision
+        self.cache = EngineCache(cache_dir)
+        self.use_cuda_graph = cuda_graph
+        self._meta: InputMetadata | None = None
+        self._graph_exec = None
+
+    # ------------------------------------------------------------------------------- build / load
+    def _activate(self) -> None:
+        trt = require("tensorrt", "the TensorRT backend")
+        cudart = _cudart()
+        self._trt, self._cudart = trt, cudart
+        if not self.onnx_path.is_file():
+            raise EngineError(f"{self.name}: model file {self.onnx_path} does not exist")
+        device = _check(cudart.cudaGetDevice(), "cudaGetDevice")
+        props = _check(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+        gpu = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+        key = EngineKey(file_sha256(self.onnx_path), trt.__version__, gpu, f"{props.major}.{props.minor}",
+                        self.precision, *self.profile)
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        runtime = trt.Runtime(self._logger)
+        plan = self.cache.load(key)
+        if plan is not None:
+            log.info("%s: reusing cached engine %s", self.name, self.cache.path_for(key))
+        else:
+            plan = self._build(trt, key)
+            self.cache.save(key, plan)
+        self._engine = runtime.deserialize_cuda_engine(plan)
+        if self._engine is None:
+            raise EngineError(f"{self.name}: TensorRT could not deserialize the engine (built for another version?)")
+        self._context = self._engine.create_execution_context()
+        self._bind(trt, cudart)
+
+    def _build(self, trt, key: EngineKey) -> bytes:
+        builder = trt.Builder(self._logger)
+        network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+        parser = trt.OnnxParser(network, self._logger)
+        if not parser.parse(self.onnx_path.read_bytes()):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise EngineError(f"{self.name}: TensorRT cannot parse {self.onnx_path}: {errors}")
+        config = builder.create_builder_config()
+        if self.precision == "fp16":
+            if builder.platform_has_fast_fp16:
+                config.set_flag(trt.BuilderFlag.FP16)
+            else:
+                log.warning("%s: this GPU has no fast FP16; building FP32", self.name)
+        elif self.precision == "int8":
+            raise EngineError(f"{self.name}: INT8 needs a calibration cache; build it with trtexec --int8 --calib=... and pass the plan")
+        timing_path = self.cache.folder / "timing.cache"
+        timing = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
+        config.set_timing_cache(timing, ignore_mismatch=True)
+        inp = network.get_input(0)
+        c, h, w = (int(d) for d in inp.shape[1:])
+        profile = builder.create_optimization_profile()
+        lo, opt, hi = self.profile
+        profile.set_shape(inp.name, (lo, c, h, w), (opt, c, h, w), (hi, c, h, w))
+        config.add_optimization_profile(profile)
+        log.info("%s: building a %s TensorRT engine for %s (batch %d..%d); this takes minutes on a Jetson",
+                 self.name, self.precision, self.onnx_path.name, lo, hi)
+        start = time.perf_counter()
+        plan = builder.build_serialized_network(network, config)
+        if plan is None:
+            raise EngineError(f"{self.name}: TensorRT failed to build the engine (see the TensorRT log above)")
+        log.info("%s: engine built in %.0f s", self.name, time.perf_counter() - start)
+        try:
+            self.cache.folder.mkdir(parents=True, exist_ok=True)
+            timing_path.write_bytes(memoryview(config.get_timing_cache().serialize()))
+        except OSError as exc:
+            log.warning("%s: cannot persist the timing cache (%s)", self.name, exc)
+        return bytes(plan)
+
+    def _bind(self, trt, cudart) -> None:
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1:
+            raise EngineError(f"{self.name}: expected one input tensor, found {inputs}")
+        self._input = inputs[0]
+        self._output = "labels" if "labels" in outputs else outputs[0]
+        shape = tuple(self._engine.get_tensor_shape(self._input))
+        chw = tuple(int(d) for d in shape[1:])
+        max_batch = self.profile[2]
+        self._meta = InputMetadata(self._input, chw, np.dtype(np.float32), max_batch)
+        self._stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._in_buf = _DeviceBuffer(cudart, (max_batch, *chw), np.float32)
+        self._out_bufs = {}
+        for name in outputs:
+            dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
+            tail = tuple(int(d) for d in self._engine.get_tensor_shape(name)[1:])
+            self._out_bufs[name] = _DeviceBuffer(cudart, (max_batch, *tail), dtype)
+            self._context.set_tensor_address(name, self._out_bufs[name].ptr)
+        self._context.set_tensor_address(self._input, self._in_buf.ptr)
+        self._host_out = np.empty(self._out_bufs[self._output].shape, self._out_bufs[self._output].dtype)
+        self._graph_exec = None
+
+    def _deactivate(self) -> None:
+        if self._graph_exec is not None:
+            self._cudart.cudaGraphExecDestroy(self._graph_exec)
+        for buf in [self._in_buf, *self._out_bufs.values()]:
+            buf.free()
+        self._cudart.cudaStreamDestroy(self._stream)
+        self._context = self._engine = None
+
+    # ------------------------------------------------------------------------------- inference
+    @property
+    def input_metadata(self) -> InputMetadata:
+        self._require_active("input_metadata")
+        return self._meta
+
+    @property
+    def stream(self) -> int:
+        """The CUDA stream the writers must launch on, so writes and inference stay ordered."""
+        return int(self._stream)
+
+    def describe(self) -> str:
+        return f"tensorrt ({self.precision})"
+
+    def _buffer(self) -> _DeviceBuffer:
+        return self._in_buf
+
+    def _enqueue(self, n: int) -> None:
+        self._context.set_input_shape(self._input, (n, *self._meta.shape))
+        if not self._context.execute_async_v3(self._stream):
+            raise EngineError(f"{self.name}: execute_async_v3 failed at batch {n}")
+
+    def _infer(self, n: int) -> np.ndarray:
+        cudart = self._cudart
+        if n == self.num_masks and self.use_cuda_graph:
+            if self._graph_exec is None:
+                self._enqueue(n)  # one run first: TensorRT may allocate on the first enqueue of a shape
+                _check(cudart.cudaStreamBeginCapture(self._stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture")
+                self._enqueue(n)
+                graph = _check(cudart.cudaStreamEndCapture(self._stream), "cudaStreamEndCapture")
+                self._graph_exec = _check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+            _check(cudart.cudaGraphLaunch(self._graph_exec, self._stream), "cudaGraphLaunch")
+        else:
+            self._enqueue(n)
+        out = self._out_bufs[self._output]
+        nbytes = n * int(np.prod(out.shape[1:])) * out.dtype.itemsize
+        _check(cudart.cudaMemcpyAsync(self._host_out.ctypes.data, out.ptr, nbytes,
+                                      cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream), "cudaMemcpyAsync")
+        _check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+        result = self._host_out[:n]
+        return result if self._output == "labels" else result.argmax(axis=1)

@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from .errors import PcedgeError
 
@@ -67,9 +67,150 @@ def cmd_masks(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------------ parser
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str]] = {}
+# ------------------------------------------------------------------------------------------ export
+def _floats3(text: str) -> tuple[float, float, float]:
+    values = [float(v) for v in text.replace(",", " ").split()]
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"{text!r}: give three numbers, e.g. 0.485,0.456,0.406")
+    return tuple(values)  # type: ignore[return-value]
 
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx, load_model
+
+    loaded = load_model(args.model, args.checkpoint)
+    d = loaded.defaults
+    labels = Path(args.labels).read_text(encoding="utf-8").splitlines() if args.labels else d.get("labels")
+    report = export_onnx(
+        loaded.module, args.out,
+        image_size=args.image_size or d.get("image_size") or (224, 224),
+        mean=args.mean or d.get("mean") or (0.485, 0.456, 0.406),
+        std=args.std or d.get("std") or (0.229, 0.224, 0.225),
+        crop_pct=args.crop_pct or d.get("crop_pct") or 0.875,
+        interpolation=args.interpolation or d.get("interpolation") or "bilinear",
+        labels=labels, argmax=not args.no_argmax, opset=args.opset, max_batch=args.max_batch,
+        exporter=args.exporter, source_name=loaded.name,
+    )
+    if args.json:
+        print(json.dumps({"path": str(report.path), "exporter": report.exporter, "opset": report.opset,
+                          "num_classes": report.num_classes, "parity": report.parity, "sha256": report.sha256}, indent=2))
+    else:
+        print(report.summary())
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export", help="export a PyTorch classifier to ONNX (dynamic batch, preprocessing, ArgMax)",
+        formatter_class=_Formatter,
+        description="Export a PyTorch classifier to one self-contained ONNX file the runtime serves as is.",
+        epilog="examples:\n  pcedge export --model efficientnet-lite0 --out model.onnx\n"
+               "  pcedge export --model my_pkg.nets:build --checkpoint weights.pt --image-size 224 --out model.onnx",
+    )
+    p.add_argument("--model", help="efficientnet-lite0 | timm:<name> | package.module:factory")
+    p.add_argument("--checkpoint", help="TorchScript file, pickled module, or state_dict (with --model)")
+    p.add_argument("--out", required=True, type=Path, help="the .onnx file to write")
+    p.add_argument("--image-size", type=_image_size, help="model input size (default: the model's own, else 224)")
+    p.add_argument("--mean", type=_floats3, help="per-channel mean in 0..1 (default: the model's, else ImageNet)")
+    p.add_argument("--std", type=_floats3, help="per-channel std in 0..1 (default: the model's, else ImageNet)")
+    p.add_argument("--crop-pct", type=float, help="center-crop fraction (timm's crop_pct, default 0.875)")
+    p.add_argument("--interpolation", choices=["bilinear", "bicubic"], help="resize interpolation")
+    p.add_argument("--labels", help="text file with one class name per line, in class-index order")
+    p.add_argument("--no-argmax", action="store_true", help="do not add the in-graph ArgMax 'labels' output")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
+    p.add_argument("--max-batch", type=int, help="upper bound recorded for the dynamic batch axis")
+    p.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default="auto",
+                   help="auto: torch.export-based when onnxscript is installed, else TorchScript")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_export)
+
+
+# ------------------------------------------------------------------------------------------ inspect
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .model_info import inspect_onnx
+
+    info = inspect_onnx(args.model)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(info["text"])
+    return 0
+
+
+def _add_inspect(sub) -> None:
+    p = sub.add_parser("inspect", help="print an ONNX model's inputs, outputs, metadata and size", formatter_class=_Formatter,
+                       epilog="example:\n  pcedge inspect model.onnx")
+    p.add_argument("model", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+
+# ------------------------------------------------------------------------------------------ predict
+def cmd_predict(args: argparse.Namespace) -> int:
+    import cv2
+
+    from .errors import SourceError
+    from .runtime.driver import PatchCleanser
+
+    pc = PatchCleanser.from_onnx(args.model, backend=args.backend, patch=args.patch, masks_per_axis=args.masks_per_axis,
+                                 stride=args.stride, two_patches=args.two_patches, second_round=args.second_round,
+                                 budget=args.budget)
+    with pc:
+        if not args.json:
+            print(f"# {pc.engine.describe()}, {len(pc.mask_set)} masks, {pc.mask_set.threat.describe()}")
+        for image in args.images:
+            frame = cv2.imread(str(image), cv2.IMREAD_COLOR)
+            if frame is None:
+                raise SourceError(f"cannot read image {image} (missing, or not a format OpenCV decodes)")
+            result = pc.predict(frame)
+            if args.json:
+                print(json.dumps({"image": str(image), **result.as_dict()}))
+            else:
+                t = result.timings_ms
+                flag = "  ALERT: masks disagree" if result.alert else ""
+                print(f"{image}: {result.class_name} ({result.label}) case={result.case} disagreers={result.disagreers} "
+                      f"{t['total']:.1f} ms (masking {t['masking']:.1f}, first {t['first_round']:.1f}, "
+                      f"second {t['second_round']:.1f}){flag}")
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="defended prediction for image files", formatter_class=_Formatter,
+                       epilog="example:\n  pcedge predict --model model.onnx cat.jpg dog.jpg --patch 2% --json")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--model", required=True, type=Path, help="an ONNX model exported by pcedge export")
+    p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "ort-trt", "ort-cuda", "ort"])
+    add_mask_options(p)
+    p.add_argument("--second-round", default="per-disagreer", choices=["per-disagreer", "all"],
+                   help="batch the second round per disagreeing mask, or all disagreers at once")
+    p.add_argument("--budget", type=int, help="cap on second-round passes (the result says 'budget' when hit)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.set_defaults(func=cmd_predict)
+
+
+# ------------------------------------------------------------------------------------------ doctor
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    report = run_doctor()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for row in report["checks"]:
+            print(f"{'ok ' if row['ok'] else '-- '} {row['name']:26s} {row['detail']}")
+            if not row["ok"] and row.get("fix"):
+                print(f"    fix: {row['fix']}")
+    return 0
+
+
+def _add_doctor(sub) -> None:
+    p = sub.add_parser("doctor", help="what this machine can run (GPU, TensorRT, ORT providers, kernels, video)",
+                       formatter_class=_Formatter, epilog="example:\n  pcedge doctor")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_doctor)
+
+
+# ------------------------------------------------------------------------------------------ parser
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -92,12 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_masks)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    _add_export(sub)
+    _add_inspect(sub)
+    _add_predict(sub)
+    _add_doctor(sub)
     return parser
-
-
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,11 @@ from .base import Engine, InputMetadata
 
 
 class TorchEngine(Engine):
-    """A torch ``nn.Module`` behind the engine protocol (host buffer; the model may live on CUDA)."""
+    """A torch ``nn.Module`` behind the engine protocol.
+
+    On "cpu" the input buffer is a numpy array; on "cuda" it is a CUDA tensor that the CUDA writer
+    fills in place (torch tensors expose ``__cuda_array_interface__``), so frames go host -> GPU once.
+    """
 
     backend = "torch"
 
@@ -25,8 +29,9 @@ class TorchEngine(Engine):
         super().__init__(name)
         self.module = module
         self.torch_device = device
+        self.device = "cuda" if str(device).startswith("cuda") else "cpu"
         self._meta = InputMetadata("images", (3, *input_size), np.dtype(np.float32), int(max_batch))
-        self._host: np.ndarray | None = None
+        self._input = None
 
     @property
     def input_metadata(self) -> InputMetadata:
@@ -36,19 +41,21 @@ class TorchEngine(Engine):
         torch = require("torch", "the torch backend")
         self._torch = torch
         self.module = self.module.eval().to(self.torch_device)
-        self._host = np.zeros((self._meta.max_batch, *self._meta.shape), np.float32)
+        shape = (self._meta.max_batch, *self._meta.shape)
+        if self.device == "cuda":
+            self._input = torch.zeros(shape, dtype=torch.float32, device=self.torch_device)
+        else:
+            self._input = torch.from_numpy(np.zeros(shape, np.float32))
 
     def _deactivate(self) -> None:
-        self._host = None
+        self._input = None
 
-    def _buffer(self) -> np.ndarray:
-        return self._host
+    def _buffer(self) -> Any:
+        return self._input if self.device == "cuda" else self._input.numpy()
 
     def _infer(self, n: int) -> np.ndarray:
-        torch = self._torch
-        with torch.inference_mode():
-            logits = self.module(torch.from_numpy(self._host[:n]).to(self.torch_device))
-            return logits.argmax(1).cpu().numpy()
+        with self._torch.inference_mode():
+            return self.module(self._input[:n]).argmax(1).cpu().numpy()
 
 
 def original_double_masking(model: Any, image: Any, mask_set: MaskSet) -> tuple[int, int]:

@@ -1,0 +1,47 @@
+"""``pcedge inspect``: what an ONNX file holds, read with ONNX Runtime (and onnx for the details if present)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ._optional import is_available
+from .errors import EngineError
+from .preprocess import METADATA_KEY
+
+
+def inspect_onnx(path: str | Path) -> dict:
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise EngineError(f"model file {path} does not exist")
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        raise EngineError(f"{path} is not a readable ONNX model: {str(exc).splitlines()[0]}") from exc
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    info = {
+        "path": str(path),
+        "file_size_bytes": path.stat().st_size,
+        "inputs": [{"name": i.name, "shape": i.shape, "type": i.type} for i in session.get_inputs()],
+        "outputs": [{"name": o.name, "shape": o.shape, "type": o.type} for o in session.get_outputs()],
+        "metadata": {k: (json.loads(v) if k == METADATA_KEY else v) for k, v in meta.items()},
+    }
+    if is_available("onnx"):
+        import onnx
+        import numpy as np
+
+        model = onnx.load(str(path), load_external_data=False)
+        info["opset"] = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)
+        info["parameters"] = int(sum(np.prod(t.dims) for t in model.graph.initializer))
+    pre = info["metadata"].get(METADATA_KEY, {})
+    if isinstance(pre, dict) and pre.get("class_names"):
+        pre = {**pre, "class_names": f"{len(pre['class_names'])} names ({', '.join(pre['class_names'][:3])}, ...)"}
+    lines = [f"{path} ({info['file_size_bytes'] / 1e6:.1f} MB" + (f", opset {info['opset']}, {info['parameters']:,} parameters)" if "opset" in info else ")")]
+    lines += [f"  input  {i['name']}: {i['shape']} {i['type']}" for i in info["inputs"]]
+    lines += [f"  output {o['name']}: {o['shape']} {o['type']}" for o in info["outputs"]]
+    lines.append(f"  preprocessing: {pre if pre else 'none recorded (pass --image-size/--mean/--std to the runtime)'}")
+    lines += [f"  {k}: {v}" for k, v in info["metadata"].items() if k != METADATA_KEY]
+    info["text"] = "\n".join(lines)
+    return info

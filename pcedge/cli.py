@@ -152,9 +152,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .errors import SourceError
     from .runtime.driver import PatchCleanser
 
+    overrides = {"input_size": args.image_size, "mean": args.mean, "std": args.std, "crop_pct": args.crop_pct}
     pc = PatchCleanser.from_onnx(args.model, backend=args.backend, patch=args.patch, masks_per_axis=args.masks_per_axis,
                                  stride=args.stride, two_patches=args.two_patches, second_round=args.second_round,
-                                 budget=args.budget)
+                                 budget=args.budget, spec_overrides=overrides)
     with pc:
         if not args.json:
             print(f"# {pc.engine.describe()}, {len(pc.mask_set)} masks, {pc.mask_set.threat.describe()}")
@@ -184,8 +185,18 @@ def _add_predict(sub) -> None:
     p.add_argument("--second-round", default="per-disagreer", choices=["per-disagreer", "all"],
                    help="batch the second round per disagreeing mask, or all disagreers at once")
     p.add_argument("--budget", type=int, help="cap on second-round passes (the result says 'budget' when hit)")
+    add_spec_overrides(p)
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.set_defaults(func=cmd_predict)
+
+
+def add_spec_overrides(parser: argparse.ArgumentParser) -> None:
+    """Preprocessing for models exported elsewhere (pcedge models carry it in their metadata)."""
+    group = parser.add_argument_group("preprocessing (only for models without pcedge metadata, or to override it)")
+    group.add_argument("--image-size", type=_image_size, help="model input size, e.g. 224")
+    group.add_argument("--mean", type=_floats3, help="per-channel mean in 0..1")
+    group.add_argument("--std", type=_floats3, help="per-channel std in 0..1")
+    group.add_argument("--crop-pct", type=float, help="center-crop fraction")
 
 
 # ------------------------------------------------------------------------------------------ doctor

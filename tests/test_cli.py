@@ -69,3 +69,21 @@ def test_export_inspect_predict_round_trip(tmp_path):
         assert r["case"] in ("agreed", "disagreer", "majority")
     bad = pcedge("predict", "--model", str(model), str(tmp_path / "nope.png"), "--backend", "ort")
     assert bad.returncode == 2 and "cannot read image" in bad.stderr
+
+
+def test_model_without_metadata_runs_with_spec_on_the_command_line(tmp_path):
+    import torch
+
+    from tests.models import build
+
+    plain = tmp_path / "plain.onnx"
+    torch.onnx.export(build("cnn"), (torch.zeros(1, 3, 32, 32),), str(plain), input_names=["images"],
+                      dynamic_axes={"images": {0: "n"}}, dynamo=False)
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    missing = pcedge("predict", "--model", str(plain), str(image), "--backend", "ort", "--patch", "5")
+    assert missing.returncode == 2 and "--image-size" in missing.stderr
+    ok = pcedge("predict", "--model", str(plain), str(image), "--backend", "ort", "--patch", "5", "--masks-per-axis", "3",
+                "--image-size", "32", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["case"] in ("agreed", "disagreer", "majority")

@@ -93,7 +93,7 @@ def export_onnx(
     opset = opset or DEFAULT_OPSET
     # A new wrapper starts in training mode, and exporters restore that mode recursively afterwards:
     # without eval() here the wrapped model would come back from export in training mode.
-    head = (_WithArgmax(model) if argmax else _LogitsOnly(model)).eval()
+    head = _export_head(model, argmax).eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -114,37 +114,20 @@ def export_onnx(
     return ExportReport(path, used, opset, num_classes, parity, path.stat().st_size, digest)
 
 
-class _WithArgmax:  # built lazily as a torch module (torch is optional at import time)
-    def __new__(cls, model):
-        import torch
+def _export_head(model, argmax: bool):
+    """The model as exported: with ``argmax``, an in-graph ArgMax so on a GPU only N integers leave the device."""
+    import torch
 
-        class WithArgmax(torch.nn.Module):
-            """Adds the ArgMax head, so on a GPU only N integers leave the device."""
+    class ExportHead(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
 
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
+        def forward(self, images):
+            logits = self.inner(images)
+            return (logits, torch.argmax(logits, dim=1)) if argmax else logits
 
-            def forward(self, images):
-                logits = self.inner(images)
-                return logits, torch.argmax(logits, dim=1)
-
-        return WithArgmax(model)
-
-
-class _LogitsOnly:
-    def __new__(cls, model):
-        import torch
-
-        class LogitsOnly(torch.nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, images):
-                return self.inner(images)
-
-        return LogitsOnly(model)
+    return ExportHead(model)
 
 
 def _check_model_output(model, sample, spec: PreprocessSpec) -> int:

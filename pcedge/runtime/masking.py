@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import KernelError
 from ..masks import MaskSet
-from ..preprocess import PreprocessSpec, as_hwc_uint8
+from ..preprocess import Geometry, PreprocessSpec, as_hwc_uint8
 
 FLOAT_TYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
@@ -116,7 +116,7 @@ def _write_frame(frame, spec: PreprocessSpec, windows: np.ndarray, sel: np.ndarr
     _check_out(out, count, (3, *spec.input_size), None)
     geo = spec.geometry(frame.shape[0], frame.shape[1])
     if spec.interpolation == "bicubic":
-        frame, geo = _resize_bicubic(frame, geo)
+        frame = _resize_bicubic(frame, geo)
     scale, shift = spec.normalization()
     channels = spec.source_channels(frame.shape[2], frame_order)
     _cpu_module().write_masked_frame(
@@ -126,15 +126,12 @@ def _write_frame(frame, spec: PreprocessSpec, windows: np.ndarray, sel: np.ndarr
     return out[:count]
 
 
-def _resize_bicubic(frame: np.ndarray, geo):
+def _resize_bicubic(frame: np.ndarray, geo: Geometry) -> np.ndarray:
     """Bicubic resize on the host; the kernel then only crops (scale 1 samples pixels exactly)."""
     import cv2
 
-    from ..preprocess import Geometry
-
     resized = cv2.resize(frame, (geo.resized_w, geo.resized_h), interpolation=cv2.INTER_CUBIC)
-    resized = np.ascontiguousarray(resized.reshape(geo.resized_h, geo.resized_w, frame.shape[2]))
-    return resized, Geometry(geo.resized_h, geo.resized_w, geo.top, geo.left)
+    return np.ascontiguousarray(resized.reshape(geo.resized_h, geo.resized_w, frame.shape[2]))
 
 
 def cuda_writer_available() -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .._optional import is_available
 from ..errors import EngineError, MissingDependencyError
 from .base import Engine
 
@@ -27,23 +26,6 @@ def resolve_backends(name: str) -> tuple[str, ...]:
     if name == "torch":
         raise EngineError("the torch backend runs a PyTorch module, not an ONNX file: use pcedge.runtime.torch_eager.TorchEngine")
     return AUTO_ORDER if name == "auto" else (name,)
-
-
-def available_backends() -> list[str]:
-    """Backends whose runtime is importable here (does not touch a GPU)."""
-    found = []
-    if is_available("tensorrt"):
-        found.append("tensorrt")
-    if is_available("onnxruntime"):
-        import onnxruntime as ort
-
-        providers = ort.get_available_providers()
-        if "TensorrtExecutionProvider" in providers:
-            found.append("ort-trt")
-        if "CUDAExecutionProvider" in providers:
-            found.append("ort-cuda")
-        found.append("ort")
-    return found
 
 
 def create_engine(model_path: str | Path, backend: str = "auto", *, num_masks: int, max_batch: int | None = None,

@@ -101,8 +101,8 @@ class PatchCleanser:
 
     def predict(self, frame: np.ndarray) -> Result:
         """Defended label of one frame (uint8 HxW, HxWx1/3/4; 4-channel frames are BGRA)."""
-        frame = as_hwc_uint8(frame)
         t0 = time.perf_counter()
+        frame = self._source(frame)
         self._write(frame, self._one_mask)
         t1 = time.perf_counter()
         one_mask = self.engine.infer(len(self.mask_set))
@@ -132,20 +132,28 @@ class PatchCleanser:
         """The full symmetric K x K two-mask label table (diagonal = one-mask labels), for certification."""
         from ..defense import certification_pairs, table_from_pairs
 
-        frame = as_hwc_uint8(frame)
+        frame = self._source(frame)
         pairs = certification_pairs(len(self.mask_set))
         return table_from_pairs(len(self.mask_set), self._classify_pairs(frame, pairs))
 
     # ------------------------------------------------------------------------------- internals
-    def _write(self, frame: np.ndarray, selection: np.ndarray) -> None:
+    def _source(self, frame: np.ndarray) -> Any:
+        """The validated frame where the writer reads it: on the host, or uploaded to the GPU once per frame.
+
+        Every later write of this frame (first round, each second-round chunk) reuses it.
+        """
+        frame = as_hwc_uint8(frame)
+        return frame if self._cuda_writer is None else self._upload(frame)
+
+    def _write(self, source: Any, selection: np.ndarray) -> None:
         if self._cuda_writer is None:
-            write_masked_frame(frame, self.spec, self.mask_set, selection, self.engine.full_buffer(), frame_order=self.frame_order)
+            write_masked_frame(source, self.spec, self.mask_set, selection, self.engine.full_buffer(), frame_order=self.frame_order)
         else:
-            self._cuda_writer.write_masked_frame(self._upload(frame), self.spec, selection, self.engine.full_buffer(),
+            self._cuda_writer.write_masked_frame(source, self.spec, selection, self.engine.full_buffer(),
                                                  frame_order=self.frame_order, stream=getattr(self.engine, "stream", 0))
 
     def _upload(self, frame: np.ndarray) -> Any:
-        """Copy the camera frame to the GPU once per frame (CuPy), reusing the device buffer."""
+        """Copy the camera frame to the GPU (CuPy), reusing the device buffer."""
         from .._optional import require
 
         cp = require("cupy", "uploading frames to the CUDA writer")
@@ -154,16 +162,16 @@ class PatchCleanser:
         self._frame_on_device.set(frame)
         return self._frame_on_device
 
-    def _classify_pairs(self, frame: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    def _classify_pairs(self, source: Any, pairs: np.ndarray) -> np.ndarray:
         labels = np.empty(len(pairs), np.int64)
         step = self.engine.max_batch
         for start in range(0, len(pairs), step):
             chunk = pairs[start : start + step]
-            self._write(frame, chunk)
+            self._write(source, chunk)
             labels[start : start + len(chunk)] = self.engine.infer(len(chunk))
         return labels
 
-    def _decide(self, frame: np.ndarray, one_mask: np.ndarray, second: dict) -> Decision:
+    def _decide(self, frame: Any, one_mask: np.ndarray, second: dict) -> Decision:
         known: dict[tuple[int, int], int] = {}
 
         def two_mask_labels(i: int, js: np.ndarray) -> np.ndarray:
@@ -178,7 +186,7 @@ class PatchCleanser:
         budget = None if self.budget is None else self.budget - second["prefetched"]
         return double_masking(one_mask, two_mask_labels, budget=budget, known=known)
 
-    def _prefetch_all_disagreers(self, frame: np.ndarray, one_mask: np.ndarray, known: dict, second: dict) -> None:
+    def _prefetch_all_disagreers(self, frame: Any, one_mask: np.ndarray, known: dict, second: dict) -> None:
         """Classify every disagreer's two-mask images in as few calls as the engine allows."""
         from ..defense import majority_label
 

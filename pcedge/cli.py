@@ -150,12 +150,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import cv2
 
     from .errors import SourceError
-    from .runtime.driver import PatchCleanser
 
-    overrides = {"input_size": args.image_size, "mean": args.mean, "std": args.std, "crop_pct": args.crop_pct}
-    pc = PatchCleanser.from_onnx(args.model, backend=args.backend, patch=args.patch, masks_per_axis=args.masks_per_axis,
-                                 stride=args.stride, two_patches=args.two_patches, second_round=args.second_round,
-                                 budget=args.budget, spec_overrides=overrides)
+    pc = defended_model_from_args(args)
     with pc:
         if not args.json:
             print(f"# {pc.engine.describe()}, {len(pc.mask_set)} masks, {pc.mask_set.threat.describe()}")
@@ -179,13 +175,7 @@ def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="defended prediction for image files", formatter_class=_Formatter,
                        epilog="example:\n  pcedge predict --model model.onnx cat.jpg dog.jpg --patch 2% --json")
     p.add_argument("images", nargs="+", type=Path)
-    p.add_argument("--model", required=True, type=Path, help="an ONNX model exported by pcedge export")
-    p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "ort-trt", "ort-cuda", "ort"])
-    add_mask_options(p)
-    p.add_argument("--second-round", default="per-disagreer", choices=["per-disagreer", "all"],
-                   help="batch the second round per disagreeing mask, or all disagreers at once")
-    p.add_argument("--budget", type=int, help="cap on second-round passes (the result says 'budget' when hit)")
-    add_spec_overrides(p)
+    add_engine_options(p)
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.set_defaults(func=cmd_predict)
 
@@ -197,6 +187,96 @@ def add_spec_overrides(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mean", type=_floats3, help="per-channel mean in 0..1")
     group.add_argument("--std", type=_floats3, help="per-channel std in 0..1")
     group.add_argument("--crop-pct", type=float, help="center-crop fraction")
+
+
+# ------------------------------------------------------------------------------------------ run
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """Backend and second-round options shared by the commands that run the defended model."""
+    parser.add_argument("--model", required=True, type=Path, help="an ONNX model exported by pcedge export")
+    parser.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "ort-trt", "ort-cuda", "ort"])
+    add_mask_options(parser)
+    parser.add_argument("--second-round", default="per-disagreer", choices=["per-disagreer", "all"],
+                        help="batch the second round per disagreeing mask, or all disagreers at once")
+    parser.add_argument("--budget", type=int, help="cap on second-round passes (the result says 'budget' when hit)")
+    add_spec_overrides(parser)
+
+
+def defended_model_from_args(args: argparse.Namespace):
+    from .runtime.driver import PatchCleanser
+
+    overrides = {"input_size": args.image_size, "mean": args.mean, "std": args.std, "crop_pct": args.crop_pct}
+    return PatchCleanser.from_onnx(args.model, backend=args.backend, patch=args.patch, masks_per_axis=args.masks_per_axis,
+                                   stride=args.stride, two_patches=args.two_patches, second_round=args.second_round,
+                                   budget=args.budget, spec_overrides=overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from .video import RunOptions, SourceOptions, run
+    from .video.framelog import format_summary
+    from .video.outputs import display_available
+
+    source_options = SourceOptions(width=args.width, height=args.height, fps=args.rate, codec=args.codec, loop=args.loop,
+                                   reconnect_s=args.reconnect, stall_s=args.stall_timeout)
+    output = args.output
+    if output is None and not args.headless:
+        if display_available():
+            output = "display://0"
+        else:
+            print("no display and no --output: running headless (frames are logged, not shown)", file=sys.stderr)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with defended_model_from_args(args) as model:
+            print(f"# {model.engine.describe()}, {len(model.mask_set)} masks, {model.mask_set.threat.describe()}", file=sys.stderr)
+            summary = run(model, args.source, source_options,
+                          RunOptions(output=output, log_path=args.log, fps_limit=args.fps_limit, max_frames=args.max_frames,
+                                     show_masks=not args.no_mask_overlay, show_undefended=args.show_undefended),
+                          stop=stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(format_summary(summary))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return 1 if summary["source"].get("error") else 0
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser(
+        "run", help="defended live inference on a video file, camera, RTSP stream or GStreamer pipeline",
+        formatter_class=_Formatter,
+        description="Run the defended model on every frame of a source; overlay, record, log, summarize.",
+        epilog="examples:\n"
+               "  pcedge run --model lite0.onnx --source clip.mp4 --output annotated.mp4 --log frames.jsonl\n"
+               "  pcedge run --model lite0.onnx --source 0 --width 1280 --height 720 --codec MJPG\n"
+               "  pcedge run --model lite0.onnx --source rtsp://192.168.1.10:8554/cam --headless --log f.jsonl\n"
+               "  pcedge run --model lite0.onnx --source csi://0 --output display://0      # Jetson CSI camera\n"
+               "sources: video file, image, folder or glob of images, camera index or /dev/videoN (v4l2://),\n"
+               "  csi://N, rtsp:// rtp:// http://, gst:<pipeline>. outputs: .mp4/.avi/.mkv/.mov, a folder, display://0",
+    )
+    add_engine_options(p)
+    p.add_argument("--source", required=True, help="what to read (see below)")
+    p.add_argument("--output", help="annotated output: video file, folder, or display://0 (default: a window if a display exists)")
+    p.add_argument("--headless", action="store_true", help="no window and no output, even when a display exists")
+    p.add_argument("--log", help="write one JSON object per frame to this file (JSON lines)")
+    p.add_argument("--json", help="write the end-of-run summary to this JSON file")
+    p.add_argument("--fps-limit", type=float, default=0.0, help="process at most N frames per second (0: as fast as possible)")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after N processed frames (0: at the source's end)")
+    p.add_argument("--loop", action="store_true", help="restart file and image sources at their end")
+    p.add_argument("--show-undefended", action="store_true",
+                   help="also run the plain model on each frame and show its label (CPU engines; one extra inference)")
+    p.add_argument("--no-mask-overlay", action="store_true", help="do not draw the disagreeing masks")
+    cam = p.add_argument_group("camera and stream")
+    cam.add_argument("--width", type=int, default=0, help="requested capture width (0: the camera's default)")
+    cam.add_argument("--height", type=int, default=0, help="requested capture height")
+    cam.add_argument("--rate", type=float, default=0.0, help="requested capture frame rate")
+    cam.add_argument("--codec", default="", help="camera FOURCC, e.g. MJPG or YUYV")
+    cam.add_argument("--reconnect", type=float, default=30.0, help="seconds to keep reopening a lost live source")
+    cam.add_argument("--stall-timeout", type=float, default=5.0, help="seconds without a frame before a live source counts as stalled")
+    p.set_defaults(func=cmd_run)
 
 
 # ------------------------------------------------------------------------------------------ doctor
@@ -247,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_inspect(sub)
     _add_predict(sub)
+    _add_run(sub)
     _add_doctor(sub)
     return parser
 

@@ -92,3 +92,14 @@ class NotAClassifier(nn.Module):
 def build(name: str) -> nn.Module:
     torch.manual_seed(0)
     return {"cnn": SmallCNN, "resnet": TinyResNet, "vit": TinyViT, "region": RegionClassifier}[name]().eval()
+
+
+def export_test_model(arch: str, path, image_size: int = 32, exporter: str = "torchscript"):
+    """Export one of these models the way users do (pcedge metadata, class names c0..cN)."""
+    from pcedge.export import export_onnx
+
+    model = build(arch)
+    classes = model(torch.zeros(1, 3, image_size, image_size)).shape[1]
+    export_onnx(model, path, image_size=image_size, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0,
+                labels=[f"c{i}" for i in range(classes)], exporter=exporter, source_name=arch)
+    return path

@@ -1,0 +1,105 @@
+"""A sample clip made here from real photos (scikit-image's), for ``make demo`` and the video tests.
+
+Each photo is filmed like a handheld camera would: a 16:9 window slowly pans and zooms across it. One
+segment shows the cat with a patch stuck on it, which moves with the scene. The patch is given by the
+caller (the demo passes a patch optimized against the demo model); its side in the frame is chosen so
+that after the model's resize and crop it stays inside the 2% threat model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import MissingDependencyError
+
+PHOTOS = ("chelsea", "coffee", "rocket", "astronaut")
+
+
+@dataclass(frozen=True)
+class ClipSegment:
+    """Frames [start, stop) of the clip show ``photo``; ``patched`` segments carry the patch."""
+
+    photo: str
+    start: int
+    stop: int
+    patched: bool
+
+
+def load_photos(names: tuple[str, ...] = PHOTOS) -> dict[str, np.ndarray]:
+    """scikit-image's bundled photos as BGR frames."""
+    try:
+        from skimage import data
+    except ImportError:
+        raise MissingDependencyError("the demo clip is made from scikit-image's photos: pip install scikit-image") from None
+    return {name: cv2.cvtColor(getattr(data, name)(), cv2.COLOR_RGB2BGR) for name in names}
+
+
+def camera_view(photo: np.ndarray, t: float, size: tuple[int, int], zoom: tuple[float, float] = (1.0, 1.25)) -> tuple[np.ndarray, np.ndarray]:
+    """The frame at progress ``t`` in [0, 1] of a pan-and-zoom over ``photo``, and the 2x3 photo->frame map."""
+    out_h, out_w = size
+    ph, pw = photo.shape[:2]
+    aspect = out_w / out_h
+    base_w = min(pw, ph * aspect)
+    z = zoom[0] + (zoom[1] - zoom[0]) * t
+    win_w, win_h = base_w / z, base_w / z / aspect
+    cx = win_w / 2 + (pw - win_w) * (0.2 + 0.6 * t)
+    cy = win_h / 2 + (ph - win_h) * (0.5 + 0.3 * np.sin(np.pi * t) - 0.15)
+    s = out_w / win_w
+    affine = np.array([[s, 0, out_w / 2 - s * cx], [0, s, out_h / 2 - s * cy]], dtype=np.float64)
+    frame = cv2.warpAffine(photo, affine, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return frame, affine
+
+
+def paste(frame: np.ndarray, patch: np.ndarray, x: int, y: int) -> np.ndarray:
+    """``patch`` (BGR, any size) pasted with its top-left corner at (x, y), clipped to the frame."""
+    out = frame.copy()
+    ph, pw = patch.shape[:2]
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + pw, frame.shape[1]), min(y + ph, frame.shape[0])
+    if x1 > x0 and y1 > y0:
+        out[y0:y1, x0:x1] = patch[y0 - y : y1 - y, x0 - x : x1 - x]
+    return out
+
+
+def make_demo_clip(path: str | Path, patch: np.ndarray, *, patch_anchor: tuple[float, float] = (0.42, 0.38),
+                   size: tuple[int, int] = (360, 640), fps: int = 15, seconds_per_photo: float = 2.0,
+                   photos: tuple[str, ...] = PHOTOS) -> list[ClipSegment]:
+    """Write the clip (mp4) and return its segments. ``patch_anchor`` is the patch centre in the cat photo (x, y fractions).
+
+    The cat appears twice: clean first, then with the patch, so the alert visibly rises and falls.
+    """
+    images = load_photos(tuple(dict.fromkeys(photos)))
+    order = [(name, False) for name in photos] + [(photos[0], True)]
+    per = int(round(seconds_per_photo * fps))
+    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mp4v"), fps, (size[1], size[0]))
+    if not writer.isOpened():
+        raise OSError(f"OpenCV cannot write mp4v video to {path}")
+    segments = []
+    try:
+        for n, (name, patched) in enumerate(order):
+            photo = images[name]
+            for i in range(per):
+                frame, affine = camera_view(photo, i / max(per - 1, 1), size)
+                if patched:
+                    px, py = patch_anchor[0] * photo.shape[1], patch_anchor[1] * photo.shape[0]
+                    fx, fy = affine @ np.array([px, py, 1.0])
+                    frame = paste(frame, patch, int(fx - patch.shape[1] / 2), int(fy - patch.shape[0] / 2))
+                writer.write(frame)
+            segments.append(ClipSegment(name, n * per, (n + 1) * per, patched))
+    finally:
+        writer.release()
+    return segments
+
+
+def max_patch_side_in_frame(frame_size: tuple[int, int], patch_px: int, spec) -> int:
+    """Largest square (frame pixels) whose footprint in the model input stays within ``patch_px``.
+
+    Bilinear resizing spreads a patch edge over one more input pixel, so one pixel of margin is kept.
+    """
+    geo = spec.geometry(*frame_size)
+    scale = geo.resized_h / frame_size[0]
+    return int((patch_px - 1) / scale)

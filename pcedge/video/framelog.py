@@ -1,0 +1,120 @@
+"""Per-frame JSON lines and the end-of-run summary.
+
+Each line is flushed as it is written, so a run that is killed still leaves every processed frame in
+the log (one possibly partial last line at worst). Gaps in live streams are written as their own
+``{"event": "gap", ...}`` lines where they happened.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from ..runtime.driver import Result
+
+
+class FrameLog:
+    """One JSON object per processed frame (``path=None``: summary only)."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path else None
+        self._file: IO[str] | None = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "w", encoding="utf-8")
+        self.latencies: list[float] = []
+        self.cases: Counter[str] = Counter()
+        self.alerts = 0
+        self.passes = 0
+        self.started = time.time()
+        self._first: float | None = None
+        self._last: float | None = None
+
+    def frame(self, index: int, captured_at: float, result: Result, *, dropped: int, name: str = "",
+              undefended: int | None = None) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "index": index, "timestamp": round(captured_at, 6), "label": result.label, "class_name": result.class_name,
+            "case": result.case, "alert": result.alert, "disagreers": result.disagreers,
+            "two_mask_passes": result.two_mask_passes,
+            "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()}, "dropped": dropped,
+        }
+        if name:
+            record["name"] = name
+        if undefended is not None:
+            record["undefended_label"] = undefended
+        now = time.time()
+        self._first = now if self._first is None else self._first
+        self._last = now
+        self.latencies.append(result.timings_ms["total"])
+        self.cases[result.case] += 1
+        self.alerts += int(result.alert)
+        self.passes += result.two_mask_passes
+        self._emit(record)
+        return record
+
+    def event(self, kind: str, **fields: Any) -> None:
+        self._emit({"event": kind, **fields})
+
+    def summary(self, **extra: Any) -> dict[str, Any]:
+        """Frames, latency percentiles (ms), FPS over the processing span, alert rate, cases."""
+        lat = np.asarray(self.latencies, dtype=np.float64)
+        frames = int(lat.size)
+        span = (self._last - self._first) if frames > 1 and self._first is not None and self._last is not None else 0.0
+        out: dict[str, Any] = {
+            "frames": frames,
+            "mean_ms": round(float(lat.mean()), 3) if frames else None,
+            "p50_ms": round(float(np.percentile(lat, 50)), 3) if frames else None,
+            "p90_ms": round(float(np.percentile(lat, 90)), 3) if frames else None,
+            "p99_ms": round(float(np.percentile(lat, 99)), 3) if frames else None,
+            "fps": round((frames - 1) / span, 3) if span > 0 else None,
+            "alert_rate": round(self.alerts / frames, 4) if frames else None,
+            "cases": dict(self.cases),
+            "two_mask_passes": self.passes,
+            "wall_s": round(time.time() - self.started, 3),
+        }
+        out.update(extra)
+        return out
+
+    def close(self, summary: dict[str, Any] | None = None) -> None:
+        if self._file is not None:
+            if summary is not None:
+                self._emit({"event": "summary", **summary})
+            self._file.close()
+            self._file = None
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The table printed at the end of ``pcedge run``."""
+    def ms(key: str) -> str:
+        value = summary.get(key)
+        return "-" if value is None else f"{value:.1f}"
+
+    rate = summary.get("alert_rate")
+    lines = [
+        f"frames processed   {summary['frames']}",
+        f"latency ms         mean {ms('mean_ms')}  p50 {ms('p50_ms')}  p90 {ms('p90_ms')}  p99 {ms('p99_ms')}",
+        f"throughput         {'-' if summary.get('fps') is None else format(summary['fps'], '.1f')} FPS",
+        f"alerts             {summary['cases'].get('disagreer', 0) + summary['cases'].get('majority', 0) + summary['cases'].get('budget', 0)}"
+        f" ({'-' if rate is None else format(100 * rate, '.1f')}% of frames; cases {summary['cases']})",
+        f"second-round passes {summary['two_mask_passes']}",
+    ]
+    source = summary.get("source", {})
+    if source:
+        lines.append(f"source             read {source.get('read', 0)}, dropped {source.get('dropped', 0)}, "
+                     f"unreadable {len(source.get('unreadable', []))}, reconnects {source.get('reconnects', 0)}, "
+                     f"stalls {source.get('stalls', 0)}")
+        if source.get("error"):
+            lines.append(f"source error       {source['error']}")
+    if summary.get("output"):
+        lines.append(f"output             {summary['output']}")
+    return "\n".join(lines)

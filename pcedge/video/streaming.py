@@ -1,0 +1,107 @@
+"""Defended inference over a stream: the embedding API (:func:`stream`) and what ``pcedge run`` does (:func:`run`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import ConfigError
+from ..runtime.driver import PatchCleanser, Result
+from .framelog import FrameLog
+from .outputs import DisplayOutput, NullOutput, open_output
+from .overlay import draw_overlay
+from .sources import Frame, FrameSource, SourceOptions, open_source
+
+log = logging.getLogger(__name__)
+
+
+def stream(source: str | int | Path | FrameSource, model: PatchCleanser, *, options: SourceOptions | None = None,
+           fps_limit: float = 0.0, stop: threading.Event | None = None) -> Iterator[tuple[Result, Frame]]:
+    """Yield ``(result, frame)`` for each frame the model processes; ``frame.image`` is the BGR frame.
+
+    ``source`` is a URI (see :mod:`pcedge.video.sources`) or an open :class:`FrameSource`; a URI is
+    opened here and closed when the loop ends, breaks or raises. ``fps_limit`` caps the processing rate
+    (live sources then drop the frames in between; file sources are slowed to that rate).
+    """
+    if fps_limit < 0:
+        raise ConfigError(f"fps_limit must be >= 0, got {fps_limit}")
+    owned = not isinstance(source, FrameSource)
+    src = open_source(source, options) if owned else source
+    period = 1.0 / fps_limit if fps_limit else 0.0
+    next_due = time.monotonic()
+    try:
+        for frame in src:
+            if stop is not None and stop.is_set():
+                break
+            if period:
+                delay = next_due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                next_due = max(next_due + period, time.monotonic())
+            yield model.predict(frame.image), frame
+    finally:
+        if owned:
+            src.close()
+
+
+@dataclass
+class RunOptions:
+    """What ``pcedge run`` does besides inference."""
+
+    output: str | None = None
+    log_path: str | None = None
+    fps_limit: float = 0.0
+    max_frames: int = 0  # 0 = until the source ends
+    show_masks: bool = True
+    show_undefended: bool = False  # one extra unmasked inference per frame (CPU engines)
+
+
+def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, run_options: RunOptions,
+        stop: threading.Event | None = None) -> dict:
+    """Stream, annotate, record and log until the source ends, ``max_frames``, or ``stop`` is set.
+
+    Returns the summary (also written as the log's last line). The output is always closed, so a
+    recorded file stays playable after Ctrl-C or SIGTERM.
+    """
+    stop = stop or threading.Event()
+    source = open_source(source_uri, source_options)
+    framelog = FrameLog(run_options.log_path)
+    output = None
+    gaps_logged = 0
+    try:
+        output = open_output(run_options.output, fps=run_options.fps_limit or source.fps or 30.0)
+        log.info("source: %s; output: %s; engine: %s", source.description, output.description, model.engine.describe())
+        window: list[float] = []
+        for result, frame in stream(source, model, fps_limit=run_options.fps_limit, stop=stop):
+            undefended = model.predict_undefended(frame.image) if run_options.show_undefended else None
+            for gap in source.stats.gaps[gaps_logged:]:
+                framelog.event("gap", **gap)
+            gaps_logged = len(source.stats.gaps)
+            framelog.frame(frame.index, frame.captured_at, result, dropped=source.stats.dropped, name=frame.name,
+                           undefended=undefended)
+            window = (window + [time.monotonic()])[-30:]
+            fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 and window[-1] > window[0] else 0.0
+            if not output.failed and not isinstance(output, NullOutput):
+                output.write(draw_overlay(frame.image, result, fps=fps,
+                                          undefended=None if undefended is None else model.class_name(undefended),
+                                          mask_set=model.mask_set if run_options.show_masks else None, spec=model.spec))
+            if isinstance(output, DisplayOutput) and output.quit_requested:
+                break
+            if run_options.max_frames and len(framelog.latencies) >= run_options.max_frames:
+                break
+    finally:
+        source.close()
+        if output is not None:
+            output.close()
+    for gap in source.stats.gaps[gaps_logged:]:  # an outage after the last frame (a source given up)
+        framelog.event("gap", **gap)
+    summary = framelog.summary(source=source.stats.as_dict(), engine=model.engine.describe(),
+                               masks=len(model.mask_set), threat=model.mask_set.threat.describe(),
+                               output=(output.failed or f"{output.description}: {output.written} frames") if output else "",
+                               interrupted=stop.is_set())
+    framelog.close(summary)
+    return summary

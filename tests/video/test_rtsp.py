@@ -1,0 +1,139 @@
+"""Live streams against a real RTSP server on loopback (GStreamer's gst-rtsp-server, H.264 over RTP).
+
+The server is run by Debian's python3 (tests/support/rtsp_server.py); the client is the project's
+OpenCV (FFmpeg). Faults are real: the server is frozen with SIGSTOP (a stream that stalls without
+closing) and killed and restarted (a camera that goes away and comes back).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pcedge.video import SourceOptions, open_source
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER = ROOT / "tests" / "support" / "rtsp_server.py"
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _server_available() -> str:
+    if not Path(SYSTEM_PYTHON).exists():
+        return f"{SYSTEM_PYTHON} not found"
+    probe = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+             "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
+             "assert Gst.ElementFactory.find('x264enc') and Gst.ElementFactory.find('rtph264pay')")
+    result = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, text=True)
+    return "" if result.returncode == 0 else "needs Debian's gir1.2-gst-rtsp-server-1.0, python3-gi, gstreamer1.0-plugins-{base,good,ugly} (make system-deps)"
+
+
+SKIP = _server_available()
+pytestmark = pytest.mark.skipif(bool(SKIP), reason=f"no loopback RTSP server: {SKIP}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RtspServer:
+    def __init__(self, port: int) -> None:
+        self.port, self.proc = port, None
+        self.url = f"rtsp://127.0.0.1:{port}/test"
+
+    def start(self) -> "RtspServer":
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}  # Debian's python, its own paths
+        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), str(self.port)], stdout=subprocess.PIPE, text=True, env=env)
+        line = self.proc.stdout.readline().strip()
+        assert line == "ready", f"RTSP server did not start: {line!r}"
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def server():
+    srv = RtspServer(_free_port()).start()
+    yield srv
+    srv.stop()
+
+
+def _take(src, count: int, timeout: float = 30):
+    frames, deadline = [], time.monotonic() + timeout
+    for frame in src:
+        frames.append(frame)
+        if len(frames) >= count or time.monotonic() > deadline:
+            break
+    return frames
+
+
+def test_rtsp_stream_is_live_and_newest_first(server):
+    with open_source(server.url) as src:
+        assert src.live and src.description == f"stream {server.url}"
+        frames = _take(src, 15)
+        assert len(frames) == 15 and frames[0].image.shape == (240, 320, 3)
+        time.sleep(1.0)  # a slow consumer: the source must not queue the frames it missed
+        after = _take(src, 1)[0]
+    assert after.index > frames[-1].index + 5, "after a 1 s pause the next frame must be the newest, not a queued one"
+    assert src.stats.dropped >= after.index - frames[-1].index - 1 - 1
+
+
+def test_rtsp_stall_is_detected_and_recovered(server):
+    options = SourceOptions(stall_s=1.0, reconnect_s=20, open_timeout_s=2)
+    with open_source(server.url, options) as src:
+        assert len(_take(src, 5)) == 5
+        server.proc.send_signal(signal.SIGSTOP)  # the server freezes: the connection stays open, no data flows
+        time.sleep(2.5)
+        server.proc.send_signal(signal.SIGCONT)
+        resumed = _take(src, 5)
+    assert len(resumed) == 5
+    assert src.stats.stalls >= 1 and src.stats.reconnects >= 1 and src.stats.gaps
+
+
+def test_rtsp_server_restart_is_reconnected(server):
+    options = SourceOptions(stall_s=1.0, reconnect_s=20, open_timeout_s=2)
+    with open_source(server.url, options) as src:
+        assert len(_take(src, 5)) == 5
+        server.stop()
+        time.sleep(1.5)
+        server.start()  # the camera comes back on the same address
+        resumed = _take(src, 5)
+    assert len(resumed) == 5 and src.stats.reconnects >= 1
+    assert src.stats.gaps[0]["seconds"] > 0.5
+
+
+def test_rtsp_lost_for_good_ends_with_the_reason(server):
+    options = SourceOptions(stall_s=0.5, reconnect_s=1.5, open_timeout_s=1)
+    with open_source(server.url, options) as src:
+        _take(src, 3)
+        server.stop()
+        list(src)
+    assert "not back within 2 s" in src.stats.error or "giving up" in src.stats.error
+
+
+def test_cli_run_on_rtsp(server, tmp_path):
+    from tests.models import export_test_model
+
+    model = export_test_model("region", tmp_path / "region.onnx")
+    log_path = tmp_path / "frames.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "pcedge.cli", "run", "--model", str(model), "--source", server.url,
+                           "--headless", "--max-frames", "20", "--log", str(log_path), "--patch", "5", "--masks-per-axis", "3"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert sum("index" in r for r in records) == 20 and records[-1]["event"] == "summary"
+    assert "frames processed   20" in proc.stdout
+

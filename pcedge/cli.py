@@ -201,13 +201,13 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     add_spec_overrides(parser)
 
 
-def defended_model_from_args(args: argparse.Namespace):
+def defended_model_from_args(args: argparse.Namespace, max_batch: int | None = None):
     from .runtime.driver import PatchCleanser
 
     overrides = {"input_size": args.image_size, "mean": args.mean, "std": args.std, "crop_pct": args.crop_pct}
     return PatchCleanser.from_onnx(args.model, backend=args.backend, patch=args.patch, masks_per_axis=args.masks_per_axis,
                                    stride=args.stride, two_patches=args.two_patches, second_round=args.second_round,
-                                   budget=args.budget, spec_overrides=overrides)
+                                   budget=args.budget, spec_overrides=overrides, max_batch=max_batch)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -279,6 +279,131 @@ def _add_run(sub) -> None:
     p.set_defaults(func=cmd_run)
 
 
+# ------------------------------------------------------------------------------------------ certify
+CERTIFY_BATCH = 256  # images per engine call when certifying: large batches, bounded memory
+
+
+def cmd_certify(args: argparse.Namespace) -> int:
+    import math
+    import time
+
+    from .certification import build_report, certify, plot_report, report_markdown
+    from .datasets import load_dataset
+    from .masks import create_mask_set
+    from .preprocess import read_onnx_metadata, resolve_spec
+
+    spec = resolve_spec({"input_size": args.image_size, "mean": args.mean, "std": args.std, "crop_pct": args.crop_pct},
+                        read_onnx_metadata(args.model))
+    k = len(create_mask_set(spec.input_size, args.patch, masks_per_axis=args.masks_per_axis, stride=args.stride,
+                            two_patches=args.two_patches))
+    pairs = k * (k + 1) // 2
+    batch = math.ceil(pairs / math.ceil(pairs / CERTIFY_BATCH))  # equal chunks, none tiny
+    dataset = load_dataset(args.data, class_names=spec.class_names, split=args.split)
+    positions = dataset.subset(args.limit, args.seed)
+    start = time.perf_counter()
+    with defended_model_from_args(args, max_batch=max(batch, k)) as model:
+        print(f"# {model.engine.describe()}; {k} masks ({model.mask_set.threat.describe()}); {dataset.name}: "
+              f"{len(positions)} of {len(dataset)} images, {pairs} masked inferences each", file=sys.stderr)
+        tables = certify(model, dataset, positions=positions, tables_path=args.tables, resume=args.resume,
+                         model_path=args.model, progress=not args.no_progress)
+    report = build_report(tables, dataset, seconds=time.perf_counter() - start, requested=len(positions))
+    markdown = report_markdown(report)
+    print(markdown)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown, encoding="utf-8")
+    if args.plot:
+        plot_report(report, args.plot)
+    return 0
+
+
+def _add_certify(sub) -> None:
+    p = sub.add_parser(
+        "certify", help="clean, defended and certified accuracy over a labelled image set", formatter_class=_Formatter,
+        description="Certify every image of a labelled set: K(K+1)/2 masked inferences per image, tables kept for reports.",
+        epilog="examples:\n"
+               "  pcedge certify --model lite0.onnx --data imagenet_val/ --limit 500 --seed 0 --json r.json --markdown r.md\n"
+               "  pcedge certify --model fmnist.onnx --data /usr/share/datasets/fashion-mnist --patch 4 --tables t.npz --resume\n"
+               "datasets: a folder with one subfolder per class; MNIST/Fashion-MNIST IDX files (folder or images file);\n"
+               "  an .npz with 'images' and 'labels'",
+    )
+    add_engine_options(p)
+    p.add_argument("--data", required=True, help="the labelled images (see below)")
+    p.add_argument("--split", default="test", choices=["test", "train"], help="which IDX pair in a folder holding both")
+    p.add_argument("--limit", type=int, help="certify only N images (the first N, or N drawn with --seed)")
+    p.add_argument("--seed", type=int, help="draw the --limit images at random with this seed")
+    p.add_argument("--tables", help="keep the per-image K x K label tables in this .npz (needed for --resume)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from --tables")
+    p.add_argument("--json", help="write the report as JSON")
+    p.add_argument("--markdown", help="write the report as Markdown")
+    p.add_argument("--plot", help="draw the report (PNG)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_certify)
+
+
+# ------------------------------------------------------------------------------------------ finetune
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .datasets import load_dataset
+    from .export import export_onnx, load_model
+    from .finetune import FinetuneConfig, preprocess_dataset, train
+    from .preprocess import PreprocessSpec
+
+    loaded = load_model(args.model, args.checkpoint)
+    d = loaded.defaults
+    labels = d.get("labels") or ()
+    spec = PreprocessSpec(input_size=args.image_size or d.get("image_size") or (224, 224),
+                          crop_pct=args.crop_pct or d.get("crop_pct") or 0.875,
+                          mean=args.mean or d.get("mean") or (0.485, 0.456, 0.406),
+                          std=args.std or d.get("std") or (0.229, 0.224, 0.225), class_names=labels)
+    mask_set = mask_set_from_args(args, spec.input_size)
+    dataset = load_dataset(args.data, class_names=labels, split=args.split)
+    images, targets = preprocess_dataset(dataset, spec, dataset.subset(args.limit, args.seed), progress=not args.no_progress)
+    config = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed or 0,
+                            mask_size=None if args.plain else mask_set.mask_size, windows=args.windows)
+    print(f"# training {loaded.name} on {len(images)} images of {dataset.name}; "
+          + ("plain (no masks)" if args.plain else f"{args.windows} random {mask_set.mask_size[0]}x{mask_set.mask_size[1]} masks per image"),
+          file=sys.stderr)
+    history = train(loaded.module, images, targets, config, progress=not args.no_progress, checkpoint=args.save_checkpoint)
+    report = export_onnx(loaded.module, args.out, image_size=spec.input_size, mean=spec.mean, std=spec.std, crop_pct=spec.crop_pct,
+                         labels=list(labels) or list(dataset.class_names), source_name=f"{loaded.name} ({'plain' if args.plain else 'masked'} fine-tuned)")
+    print(report.summary())
+    print(json.dumps({"history": history}, indent=None))
+    return 0
+
+
+def _add_finetune(sub) -> None:
+    p = sub.add_parser(
+        "finetune", help="train / fine-tune a PyTorch classifier with masks (the paper's recipe), then export it",
+        formatter_class=_Formatter,
+        description="Fine-tune with random mask-sized windows (0 after normalization) so masked images stay classifiable.",
+        epilog="examples:\n"
+               "  pcedge finetune --model fashion-cnn --data /usr/share/datasets/fashion-mnist --split train \\\n"
+               "      --patch 2% --epochs 4 --out fmnist_masked.onnx\n"
+               "  pcedge finetune --model my_pkg.nets:build --checkpoint w.pt --data train_folder/ --out masked.onnx",
+    )
+    p.add_argument("--model", required=True, help="efficientnet-lite0 | fashion-cnn | timm:<name> | package.module:factory")
+    p.add_argument("--checkpoint", help="weights to start from (TorchScript, pickled module or state_dict)")
+    p.add_argument("--data", required=True, help="training images: class folders, IDX files or .npz")
+    p.add_argument("--split", default="train", choices=["train", "test"], help="which IDX pair in a folder holding both")
+    p.add_argument("--out", required=True, type=Path, help="the .onnx file to write")
+    add_mask_options(p)
+    p.add_argument("--plain", action="store_true", help="train without masks (the baseline)")
+    p.add_argument("--windows", type=int, default=2, help="masks per training image")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle schedule)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--limit", type=int, help="train on N images only")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-checkpoint", help="write the state_dict here after every epoch (.pt)")
+    p.add_argument("--image-size", type=_image_size, help="model input size (default: the model's own)")
+    p.add_argument("--mean", type=_floats3, help="per-channel mean in 0..1 (default: the model's)")
+    p.add_argument("--std", type=_floats3, help="per-channel std in 0..1 (default: the model's)")
+    p.add_argument("--crop-pct", type=float, help="center-crop fraction")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_finetune)
+
+
 # ------------------------------------------------------------------------------------------ doctor
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import run_doctor
@@ -328,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspect(sub)
     _add_predict(sub)
     _add_run(sub)
+    _add_certify(sub)
+    _add_finetune(sub)
     _add_doctor(sub)
     return parser
 

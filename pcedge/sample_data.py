@@ -7,6 +7,7 @@ once from PyPI with ``pip download --no-deps`` and only ``foolbox/data/`` is ext
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,3 +53,34 @@ def _extract_foolbox_data(folder: Path) -> None:
                 if name.startswith("foolbox/data/") and not name.endswith("/"):
                     (partial / Path(name).name).write_bytes(wheel.read(name))
         partial.rename(folder)
+
+
+# scikit-image photos whose ImageNet class is clear enough to serve as ground truth (our labelling).
+SKIMAGE_IMAGENET_LABELS = {"chelsea": 281, "coffee": 967}  # tabby cat; espresso
+
+
+def imagenet_sample_folder(include_skimage: bool = True) -> Path:
+    """foolbox's 20 labelled ImageNet photos (+ two scikit-image photos) as a class-folder dataset.
+
+    Folders are named by class index (``<root>/<index>/<file>``), which ``pcedge certify`` reads as is.
+    """
+    root = cache_dir() / ("imagenet-samples" + ("+skimage" if include_skimage else ""))
+    if root.is_dir():
+        return root
+    partial = root.with_name(root.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for path, label in foolbox_samples("imagenet"):
+        (partial / str(label)).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, partial / str(label) / path.name)
+    if include_skimage:
+        import cv2
+
+        try:
+            from skimage import data
+        except ImportError:
+            raise DatasetError("the scikit-image photos need scikit-image: pip install scikit-image") from None
+        for name, label in SKIMAGE_IMAGENET_LABELS.items():
+            (partial / str(label)).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(partial / str(label) / f"skimage_{name}.png"), cv2.cvtColor(getattr(data, name)(), cv2.COLOR_RGB2BGR))
+    partial.rename(root)
+    return root

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._optional import require
+from ..datasets import FASHION_MNIST_CLASSES
 from ..errors import ExportError
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -58,7 +59,26 @@ def load_efficientnet_lite0() -> LoadedModel:
     return LoadedModel(model.eval(), "efficientnet-lite0", defaults)
 
 
-BUNDLED = {"efficientnet-lite0": load_efficientnet_lite0}
+def load_fashion_cnn() -> LoadedModel:
+    """A small CNN for 28x28 Fashion-MNIST (random weights: train it with ``pcedge finetune``).
+
+    Small on purpose: certifying one image at K=36 is 666 forward passes, and the reproduction in
+    benchmarks/fashion_mnist.py certifies 10,000 test images twice on a 2-core CPU.
+    """
+    torch = require("torch", "the fashion-cnn model")
+    nn = torch.nn
+
+    def block(cin: int, cout: int) -> list:
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+    model = nn.Sequential(*block(3, 16), *block(16, 16), nn.MaxPool2d(2), *block(16, 32), nn.MaxPool2d(2), *block(32, 64),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    defaults = {"image_size": (28, 28), "mean": (0.286,) * 3, "std": (0.353,) * 3, "crop_pct": 1.0,
+                "interpolation": "bilinear", "labels": list(FASHION_MNIST_CLASSES)}
+    return LoadedModel(model.eval(), "fashion-cnn", defaults)
+
+
+BUNDLED = {"efficientnet-lite0": load_efficientnet_lite0, "fashion-cnn": load_fashion_cnn}
 
 
 def load_model(source: str | None, checkpoint: str | Path | None = None) -> LoadedModel:

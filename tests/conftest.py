@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 settings.register_profile(
     "ci",
@@ -15,3 +21,37 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=60, print_blob=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@dataclass
+class TrainedModel:
+    module: Any  # the PyTorch model (eval mode)
+    onnx_path: Path
+    spec: Any  # PreprocessSpec
+
+
+@pytest.fixture(scope="session")
+def fashion_trained(tmp_path_factory) -> TrainedModel:
+    """fashion-cnn trained briefly with masks (2%-patch mask size at 28x28, K=16 below) on 4,000 real images.
+
+    A few seconds; trained so that certification and attacks face real outcomes (certified and
+    uncertified images, labels a patch can flip).
+    """
+    if not (FASHION / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST not installed (Debian package dataset-fashion-mnist; make system-deps)")
+    import numpy as np
+
+    from pcedge.datasets import load_dataset
+    from pcedge.export import export_onnx, load_model
+    from pcedge.finetune import FinetuneConfig, preprocess_dataset, train
+    from pcedge.preprocess import PreprocessSpec
+
+    loaded = load_model("fashion-cnn")
+    d = loaded.defaults
+    spec = PreprocessSpec(input_size=d["image_size"], crop_pct=1.0, mean=d["mean"], std=d["std"], class_names=d["labels"])
+    images, labels = preprocess_dataset(load_dataset(FASHION, split="train"), spec, np.arange(4000), progress=False)
+    train(loaded.module, images, labels, FinetuneConfig(epochs=2, lr=3e-3, mask_size=(10, 10)), progress=False)
+    path = tmp_path_factory.mktemp("fashion") / "fashion_cnn.onnx"
+    export_onnx(loaded.module, path, image_size=28, mean=d["mean"], std=d["std"], crop_pct=1.0, labels=d["labels"],
+                exporter="torchscript", source_name="fashion-cnn (test)")
+    return TrainedModel(loaded.module.eval(), path, spec)

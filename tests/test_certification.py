@@ -28,8 +28,6 @@ from tests.test_defense import reference_double_masking
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-needs_fashion = pytest.mark.skipif(not (FASHION / "t10k-images-idx3-ubyte.gz").exists(),
-                                   reason="Fashion-MNIST not installed (Debian package dataset-fashion-mnist; make system-deps)")
 
 
 def write_idx(path: Path, array: np.ndarray) -> Path:
@@ -52,27 +50,8 @@ def fashion_slice(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fashion_model(tmp_path_factory) -> Path:
-    """fashion-cnn trained briefly with masks on 4,000 real training images (a few seconds).
-
-    Trained, so that certification outcomes are real: the slice holds certified and uncertified images.
-    """
-    from pcedge.datasets import load_dataset as load
-    from pcedge.export import export_onnx, load_model
-    from pcedge.finetune import FinetuneConfig, preprocess_dataset, train
-    from pcedge.preprocess import PreprocessSpec
-
-    if not (FASHION / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip("Fashion-MNIST not installed (Debian package dataset-fashion-mnist; make system-deps)")
-    loaded = load_model("fashion-cnn")
-    d = loaded.defaults
-    spec = PreprocessSpec(input_size=d["image_size"], crop_pct=1.0, mean=d["mean"], std=d["std"])
-    images, labels = preprocess_dataset(load(FASHION, split="train"), spec, np.arange(4000), progress=False)
-    train(loaded.module, images, labels, FinetuneConfig(epochs=2, lr=3e-3, mask_size=(10, 10)), progress=False)
-    path = tmp_path_factory.mktemp("model") / "fashion_cnn.onnx"
-    export_onnx(loaded.module, path, image_size=28, mean=d["mean"], std=d["std"], crop_pct=1.0, labels=d["labels"],
-                exporter="torchscript", source_name="fashion-cnn (test)")
-    return path
+def fashion_model(fashion_trained) -> Path:
+    return fashion_trained.onnx_path
 
 
 def defended(model: Path) -> PatchCleanser:

@@ -38,13 +38,16 @@ def add_mask_options(parser: argparse.ArgumentParser, *, with_size: bool = False
     group.add_argument("--patch", default="2%", help="patch size: '2%%' of the image, '32' pixels, or '32x16' (h x w)")
     group.add_argument("--masks-per-axis", type=int, default=6, help="k masks per axis (K = k*k masks in all)")
     group.add_argument("--stride", type=int, default=None, help="mask stride in pixels (overrides --masks-per-axis)")
+    group.add_argument("--mask-size", type=int, default=None,
+                       help="fix the mask side in pixels (default: the secure patch + stride - 1); insecure combinations are refused")
     group.add_argument("--two-patches", action="store_true", help="defend against two patches (K*(K-1)/2 union masks)")
 
 
 def mask_set_from_args(args: argparse.Namespace, image_size: Sequence[int]):
     from .masks import create_mask_set
 
-    return create_mask_set(image_size, args.patch, masks_per_axis=args.masks_per_axis, stride=args.stride, two_patches=args.two_patches)
+    return create_mask_set(image_size, args.patch, masks_per_axis=args.masks_per_axis, stride=args.stride, two_patches=args.two_patches,
+                           mask_size=args.mask_size)
 
 
 # ------------------------------------------------------------------------------------------ masks
@@ -206,8 +209,8 @@ def defended_model_from_args(args: argparse.Namespace, max_batch: int | None = N
 
     overrides = {"input_size": args.image_size, "mean": args.mean, "std": args.std, "crop_pct": args.crop_pct}
     return PatchCleanser.from_onnx(args.model, backend=args.backend, patch=args.patch, masks_per_axis=args.masks_per_axis,
-                                   stride=args.stride, two_patches=args.two_patches, second_round=args.second_round,
-                                   budget=args.budget, spec_overrides=overrides, max_batch=max_batch)
+                                   stride=args.stride, two_patches=args.two_patches, mask_size=args.mask_size,
+                                   second_round=args.second_round, budget=args.budget, spec_overrides=overrides, max_batch=max_batch)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -289,13 +292,11 @@ def cmd_certify(args: argparse.Namespace) -> int:
 
     from .certification import build_report, certify, plot_report, report_markdown
     from .datasets import load_dataset
-    from .masks import create_mask_set
     from .preprocess import read_onnx_metadata, resolve_spec
 
     spec = resolve_spec({"input_size": args.image_size, "mean": args.mean, "std": args.std, "crop_pct": args.crop_pct},
                         read_onnx_metadata(args.model))
-    k = len(create_mask_set(spec.input_size, args.patch, masks_per_axis=args.masks_per_axis, stride=args.stride,
-                            two_patches=args.two_patches))
+    k = len(mask_set_from_args(args, spec.input_size))
     pairs = k * (k + 1) // 2
     batch = math.ceil(pairs / math.ceil(pairs / CERTIFY_BATCH))  # equal chunks, none tiny
     dataset = load_dataset(args.data, class_names=spec.class_names, split=args.split)
@@ -404,6 +405,48 @@ def _add_finetune(sub) -> None:
     p.set_defaults(func=cmd_finetune)
 
 
+# ------------------------------------------------------------------------------------------ bench
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import BenchOptions, format_table, plot_latencies, run_bench
+
+    options = BenchOptions(frames=args.frames, warmup=args.warmup, patch=args.patch, masks_per_axis=args.masks_per_axis,
+                           backends=tuple(args.backend or ["auto"]), torch_model=args.torch_model, attack_rate=args.attack_rate,
+                           rss=not args.no_rss, optimize_patch=not args.no_optimized_patch)
+    report = run_bench(args.model, options, progress=lambda line: print(line, file=sys.stderr))
+    print(format_table(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if args.plot:
+        plot_latencies(report, args.plot)
+    return 0
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="defended vs undefended vs the original PyTorch way, on the same frames, in one run",
+        formatter_class=_Formatter,
+        description="Latency (mean/p50/p90/p99), FPS, per-stage times, second-round cost under attack and peak RSS.",
+        epilog="examples:\n"
+               "  pcedge bench --model lite0.onnx --frames 30 --json bench.json --plot bench.png\n"
+               "  pcedge bench --model resnet18.onnx --torch-model benchmarks.models:resnet18 --backend ort --backend ort-cuda",
+    )
+    p.add_argument("--model", required=True, type=Path, help="an ONNX model exported by pcedge export")
+    p.add_argument("--backend", action="append", choices=["auto", "tensorrt", "ort-trt", "ort-cuda", "ort"],
+                   help="backend(s) to measure; repeat the option for several (default: auto)")
+    p.add_argument("--patch", default="2%", help="patch size: '2%%', '32' or '32x16'")
+    p.add_argument("--masks-per-axis", type=int, default=6)
+    p.add_argument("--frames", type=int, default=20, help="timed frames per configuration")
+    p.add_argument("--warmup", type=int, default=3, help="untimed frames first")
+    p.add_argument("--torch-model", help="the PyTorch source of the model, for the original baseline and the optimized patch "
+                                         "(default: the bundled model named in the ONNX metadata)")
+    p.add_argument("--attack-rate", type=float, default=0.0, help="also time a stream where this fraction of frames carries a patch")
+    p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS child processes")
+    p.add_argument("--no-optimized-patch", action="store_true", help="skip the optimized-patch rows (they need torch and time)")
+    p.add_argument("--json", help="write the full report (with per-frame samples) here")
+    p.add_argument("--plot", help="draw the latency distributions (PNG)")
+    p.set_defaults(func=cmd_bench, backend=None)
+
+
 # ------------------------------------------------------------------------------------------ doctor
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import run_doctor
@@ -455,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_certify(sub)
     _add_finetune(sub)
+    _add_bench(sub)
     _add_doctor(sub)
     return parser
 

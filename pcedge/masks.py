@@ -438,14 +438,20 @@ def create_mask_set(
     masks_per_axis: int | None = 6,
     stride: int | None = None,
     two_patches: bool = False,
+    mask_size: int | Sequence[int] | None = None,
 ) -> MaskSet:
-    """The mask set behind every CLI command: ``patch`` as '2%', '32' or '32x16'; stride wins over k."""
+    """The mask set behind every CLI command: ``patch`` as '2%', '32' or '32x16'; stride wins over k.
+
+    ``mask_size`` fixes the mask size (default: the secure P + S - 1); a stride it cannot cover is refused.
+    """
     size = as_size2(image_size, "image_size")
     patch_hw = parse_patch(patch, size)
     per_axis = None if stride is not None else masks_per_axis
     if two_patches:
+        if mask_size is not None:
+            raise ConfigError("mask_size is for one-patch sets; two-patch sets derive theirs from the patch and stride")
         return MaskSet.two_patch(size, patch_hw, masks_per_axis=per_axis, stride=stride)
-    return MaskSet.square(size, patch_hw, masks_per_axis=per_axis, stride=stride)
+    return MaskSet.square(size, patch_hw, masks_per_axis=per_axis, stride=stride, mask_size=mask_size)
 
 
 # --------------------------------------------------------------------------------------- helpers

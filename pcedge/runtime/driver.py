@@ -74,13 +74,14 @@ class PatchCleanser:
     # ------------------------------------------------------------------------------- construction
     @classmethod
     def from_onnx(cls, path: str | Path, *, backend: str = "auto", patch: str = "2%", masks_per_axis: int | None = 6,
-                  stride: int | None = None, two_patches: bool = False, max_batch: int | None = None,
+                  stride: int | None = None, two_patches: bool = False, mask_size: int | None = None, max_batch: int | None = None,
                   spec_overrides: dict | None = None, **kwargs: Any) -> "PatchCleanser":
         """Engine, spec (from the model's metadata) and mask set in one call."""
         from .backends import create_engine
 
         spec = resolve_spec(spec_overrides or {}, read_onnx_metadata(path))
-        mask_set = create_mask_set(spec.input_size, patch, masks_per_axis=masks_per_axis, stride=stride, two_patches=two_patches)
+        mask_set = create_mask_set(spec.input_size, patch, masks_per_axis=masks_per_axis, stride=stride, two_patches=two_patches,
+                                   mask_size=mask_size)
         k = len(mask_set)
         batch = max_batch or (k * (k - 1) if kwargs.get("second_round") == "all" else k)
         engine = create_engine(path, backend, num_masks=k, max_batch=max(batch, k))

@@ -103,6 +103,7 @@ class OrtEngine(Engine):
         self._meta = self._read_metadata()
         outputs = [o.name for o in self._session.get_outputs()]
         self._output = "labels" if "labels" in outputs else outputs[0]
+        self._check_outputs_finite(outputs)
         shape = (self._max_batch, *self._meta.shape)
         if self.device == "cpu":
             self._host = np.zeros(shape, dtype=np.float32)
@@ -116,6 +117,22 @@ class OrtEngine(Engine):
         self._host = None
         self._device_value = None
         self._binding = None
+
+    def _check_outputs_finite(self, outputs: list[str]) -> None:
+        """Refuse a model whose scores are NaN/Inf on ordinary input (broken weights or export).
+
+        Its ArgMax would still return a label, silently. Checked once, on a zero image (the fully
+        masked one) and a random one, at batch 2.
+        """
+        scores = next((name for name in outputs if name != "labels"), None)
+        if scores is None:
+            return
+        probe = np.stack([np.zeros(self._meta.shape, np.float32),
+                          np.random.default_rng(0).standard_normal(self._meta.shape).astype(np.float32)])
+        values = self._session.run([scores], {self._meta.name: probe})[0]
+        if not np.isfinite(values).all():
+            raise EngineError(f"{self.name}: {self.model_path.name} outputs NaN or Inf scores on ordinary input "
+                              "(broken weights or export); its labels would be meaningless")
 
     def _read_metadata(self) -> InputMetadata:
         inputs = self._session.get_inputs()

@@ -154,3 +154,50 @@ def _objective_pairs(mask_set: MaskSet, objective: str, where: list[tuple[int, i
         i = next((m for m in range(k) if m not in covering), 0)
         out.append(np.stack([np.full(k, i), np.arange(k)], axis=1))
     return np.stack(out)
+
+
+def frame_patch(model: Any, views: list[tuple[np.ndarray, int, int]], side: int, spec: PreprocessSpec, labels: list[int], *,
+                steps: int = 150, step_size: float = 0.02, seed: int = 0) -> np.ndarray:
+    """One patch that moves the plain model away from ``labels`` on every camera view: a printed patch.
+
+    ``views`` are (BGR frame, y, x): the patch's top-left corner in each frame. The frames go through
+    the model's own preprocessing written in torch (bilinear resize without antialiasing, as the
+    runtime's writer does, centre crop, normalization), so the patch is optimized where the camera
+    sees it. Loss: log-probability mass of ``labels`` minus that of every other class (untargeted),
+    signed-gradient steps, the step halved for the last third. Returns the side x side BGR patch.
+    """
+    torch = require("torch", "patch attacks")
+    if not views or side < 1:
+        raise ConfigError("frame_patch needs at least one view and a positive side")
+    fh, fw = views[0][0].shape[:2]
+    geo = spec.geometry(fh, fw)
+    h, w = spec.input_size
+    mean, std = _normalizer(spec, torch)
+    frames = torch.stack([torch.from_numpy(f[:, :, ::-1].astype(np.float32) / 255).permute(2, 0, 1) for f, _, _ in views])
+    region = torch.zeros((len(views), 1, fh, fw))
+    for n, (_, y, x) in enumerate(views):
+        if not (0 <= y <= fh - side and 0 <= x <= fw - side):
+            raise ConfigError(f"view {n}: a {side} px patch at ({y}, {x}) does not fit the {fh}x{fw} frame")
+        region[n, :, y : y + side, x : x + side] = 1
+    avoid = torch.zeros(model(torch.zeros(1, 3, h, w)).shape[1], dtype=torch.bool)
+    avoid[labels] = True
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    def logits(patch: Any) -> Any:
+        placed = torch.zeros_like(frames)
+        for n, (_, y, x) in enumerate(views):
+            placed[n, :, y : y + side, x : x + side] = patch
+        x = frames * (1 - region) + placed
+        x = torch.nn.functional.interpolate(x, size=(geo.resized_h, geo.resized_w), mode="bilinear", align_corners=False, antialias=False)
+        return model((x[:, :, geo.top : geo.top + h, geo.left : geo.left + w] - mean) / std)
+
+    patch = torch.rand((3, side, side), generator=torch.Generator().manual_seed(seed))
+    for step in range(steps):
+        patch.requires_grad_(True)
+        out = logits(patch)
+        loss = (torch.logsumexp(out[:, avoid], 1) - torch.logsumexp(out[:, ~avoid], 1)).mean()
+        (grad,) = torch.autograd.grad(loss, patch)
+        size = step_size if step < 2 * steps // 3 else step_size / 2
+        patch = (patch.detach() - size * grad.sign()).clamp(0, 1)
+    return (patch.permute(1, 2, 0).numpy()[:, :, ::-1] * 255).round().astype(np.uint8)

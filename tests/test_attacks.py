@@ -8,6 +8,7 @@ runtime (ONNX Runtime, the C++ writer, double masking). The theorem: a certified
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -97,3 +98,29 @@ def test_attack_arguments_are_checked(fashion_trained):
     with pytest.raises(ConfigError, match="does not fit"):
         attack_image(fashion_trained.module, image, 0, fashion_trained.spec, (40, 40))
     assert isinstance(MaskSet.square(28, 4, masks_per_axis=4), MaskSet)
+
+
+def test_frame_patch_is_optimized_where_the_camera_sees_it(fashion_trained, test_images):
+    """The camera-space patch: right shape, deterministic, and it lowers the true class on its views."""
+    import torch
+
+    from pcedge.attacks import frame_patch
+
+    gray, label = test_images[0]
+    frame = cv2.resize(rgb(gray), (56, 56), interpolation=cv2.INTER_NEAREST)  # a 2x camera view of the item
+    views = [(frame, 20, 20), (frame, 24, 16)]
+    patch = frame_patch(fashion_trained.module, views, 8, fashion_trained.spec, [label], steps=30, step_size=0.1)
+    assert patch.shape == (8, 8, 3) and patch.dtype == np.uint8
+    assert np.array_equal(patch, frame_patch(fashion_trained.module, views, 8, fashion_trained.spec, [label], steps=30, step_size=0.1))
+
+    def true_class_logit(img: np.ndarray) -> float:
+        small = cv2.resize(img, (28, 28), interpolation=cv2.INTER_LINEAR)[:, :, ::-1]
+        x = (torch.from_numpy(small.astype(np.float32) / 255).permute(2, 0, 1)[None] - 0.286) / 0.353
+        with torch.no_grad():
+            return float(torch.log_softmax(fashion_trained.module(x), 1)[0, label])
+
+    random_patch = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    pasted = lambda p: np.concatenate([frame[:20], np.concatenate([frame[20:28, :20], p, frame[20:28, 28:]], 1), frame[28:]])  # noqa: E731
+    assert true_class_logit(pasted(patch)) < true_class_logit(pasted(random_patch))
+    with pytest.raises(ConfigError, match="does not fit"):
+        frame_patch(fashion_trained.module, [(frame, 50, 50)], 8, fashion_trained.spec, [label], steps=1)

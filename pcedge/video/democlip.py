@@ -68,16 +68,18 @@ def paste(frame: np.ndarray, patch: np.ndarray, x: int, y: int) -> np.ndarray:
 def make_demo_clip(path: str | Path, patch: np.ndarray, *, patch_anchor: tuple[float, float] = (0.42, 0.38),
                    size: tuple[int, int] = (360, 640), fps: int = 15, seconds_per_photo: float = 2.0,
                    photos: tuple[str, ...] = PHOTOS) -> list[ClipSegment]:
-    """Write the clip (mp4) and return its segments. ``patch_anchor`` is the patch centre in the cat photo (x, y fractions).
+    """Write the clip and return its segments. ``patch_anchor`` is the patch centre in the cat photo (x, y fractions).
 
     The cat appears twice: clean first, then with the patch, so the alert visibly rises and falls.
     """
     images = load_photos(tuple(dict.fromkeys(photos)))
     order = [(name, False) for name in photos] + [(photos[0], True)]
     per = int(round(seconds_per_photo * fps))
-    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mp4v"), fps, (size[1], size[0]))
+    # .avi/.mkv: lossless FFV1, so an optimized patch reaches the model as it was made; .mp4: mp4v (lossy)
+    fourcc = "FFV1" if Path(path).suffix.lower() in (".avi", ".mkv") else "mp4v"
+    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc), fps, (size[1], size[0]))
     if not writer.isOpened():
-        raise OSError(f"OpenCV cannot write mp4v video to {path}")
+        raise OSError(f"OpenCV cannot write {fourcc} video to {path}")
     segments = []
     try:
         for n, (name, patched) in enumerate(order):

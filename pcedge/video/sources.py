@@ -42,7 +42,7 @@ class SourceOptions:
 
     width: int = 0
     height: int = 0
-    fps: float = 0.0
+    fps: float = 0.0  # also paces live reads: never faster than this
     codec: str = ""  # a FOURCC such as MJPG or YUYV (V4L2 cameras)
     loop: bool = False  # restart file-like sources at their end
     reconnect_s: float = 30.0  # how long a failed live source is retried before giving up
@@ -311,12 +311,17 @@ class LiveSource(FrameSource):
     # ------------------------------------------------------------------ capture thread
     def _capture_loop(self) -> None:
         index = 0
+        period = 1.0 / self.options.fps if self.options.fps else 0.0
+        next_due = time.monotonic()
         try:
             while not self._stop.is_set():
                 ok, image = self._cap.read() if self._cap is not None else (False, None)
                 if ok and image is not None and image.size:
                     self._publish(Frame(_to_bgr8(image), index, time.time()))
                     index += 1
+                    if period:  # never faster than the requested rate (a camera would not be either)
+                        next_due = max(next_due + period, time.monotonic() - period)
+                        self._stop.wait(max(0.0, next_due - time.monotonic()))
                     continue
                 if self._stop.is_set():
                     break

@@ -1,7 +1,8 @@
 """A sample clip made here from real photos (scikit-image's), for ``make demo`` and the video tests.
 
-Each photo is filmed like a handheld camera would: a 16:9 window slowly pans and zooms across it. One
-segment shows the cat with a patch stuck on it, which moves with the scene. The patch is given by the
+Each photo is filmed like a handheld camera would: a 16:9 window slowly pans and zooms across it. The
+last segment shows one of the photos again (the coffee cup by default) with a patch stuck on it, which
+moves with the scene. The patch is given by the
 caller (the demo passes a patch optimized against the demo model); its side in the frame is chosen so
 that after the model's resize and crop it stays inside the 2% threat model.
 """
@@ -17,6 +18,7 @@ import numpy as np
 from ..errors import MissingDependencyError
 
 PHOTOS = ("chelsea", "coffee", "rocket", "astronaut")
+PATCHED_MOTION = (0.3, 0.7)  # the patched segment pans over this part of the path: a steadier shot
 
 
 @dataclass(frozen=True)
@@ -65,15 +67,17 @@ def paste(frame: np.ndarray, patch: np.ndarray, x: int, y: int) -> np.ndarray:
     return out
 
 
-def make_demo_clip(path: str | Path, patch: np.ndarray, *, patch_anchor: tuple[float, float] = (0.42, 0.38),
+def make_demo_clip(path: str | Path, patch: np.ndarray, *, patched_photo: str = "coffee", patch_anchor: tuple[float, float] = (0.5, 0.5),
                    size: tuple[int, int] = (360, 640), fps: int = 15, seconds_per_photo: float = 2.0,
                    photos: tuple[str, ...] = PHOTOS) -> list[ClipSegment]:
-    """Write the clip and return its segments. ``patch_anchor`` is the patch centre in the cat photo (x, y fractions).
+    """Write the clip and return its segments. ``patch_anchor``: the patch centre in ``patched_photo`` (x, y fractions).
 
-    The cat appears twice: clean first, then with the patch, so the alert visibly rises and falls.
+    The patched photo appears twice: clean first, then with the patch, so the alert visibly rises.
     """
+    if patched_photo not in photos:
+        raise ValueError(f"patched_photo {patched_photo!r} is not among the clip's photos {photos}")
     images = load_photos(tuple(dict.fromkeys(photos)))
-    order = [(name, False) for name in photos] + [(photos[0], True)]
+    order = [(name, False) for name in photos] + [(patched_photo, True)]
     per = int(round(seconds_per_photo * fps))
     # .avi/.mkv: lossless FFV1, so an optimized patch reaches the model as it was made; .mp4: mp4v (lossy)
     fourcc = "FFV1" if Path(path).suffix.lower() in (".avi", ".mkv") else "mp4v"
@@ -84,8 +88,9 @@ def make_demo_clip(path: str | Path, patch: np.ndarray, *, patch_anchor: tuple[f
     try:
         for n, (name, patched) in enumerate(order):
             photo = images[name]
+            t0, t1 = PATCHED_MOTION if patched else (0.0, 1.0)
             for i in range(per):
-                frame, affine = camera_view(photo, i / max(per - 1, 1), size)
+                frame, affine = camera_view(photo, t0 + (t1 - t0) * i / max(per - 1, 1), size)
                 if patched:
                     px, py = patch_anchor[0] * photo.shape[1], patch_anchor[1] * photo.shape[0]
                     fx, fy = affine @ np.array([px, py, 1.0])

@@ -35,7 +35,7 @@ demo: $(STAMP)
 	$(BIN)/python -m pcedge.demo --out $(DEMO)
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/masking.py
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf build $(DEMO) pcedge/*.so

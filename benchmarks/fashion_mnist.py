@@ -21,7 +21,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pcedge.certification import build_report, certify, plot_report, report_markdown

@@ -27,6 +27,7 @@ from pcedge.export import export_onnx
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))  # benchmarks.models, for the export and for --torch-model
 BEGIN, END = "<!-- run_all:begin -->", "<!-- run_all:end -->"
 GOALS = {
     "defended_agreed_vs_undefended_batch": ("<= 1.10 (goal 1.05)", lambda v: v <= 1.10),
@@ -46,7 +47,6 @@ def export_resnet(name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         return path
-    sys.path.insert(0, str(ROOT))
     from benchmarks import models
 
     torch.manual_seed(0)

@@ -15,7 +15,6 @@ Numbers are measured here, never estimated; a row that cannot run says why.
 
 from __future__ import annotations
 
-import logging
 import multiprocessing as mp
 import resource
 import time
@@ -31,7 +30,6 @@ from .machine import machine_info
 from .runtime.driver import PatchCleanser
 from .runtime.masking import write_frame
 
-log = logging.getLogger(__name__)
 FRAME_SIZE = (720, 1280)
 
 

@@ -87,11 +87,12 @@ def certify(model: PatchCleanser, dataset: Dataset, *, positions: np.ndarray | N
         if not resume:
             raise ConfigError(f"{path} exists: pass --resume to continue it, or choose another --tables file")
         done = Tables.load(path)
-        if done.meta != meta:
-            changed = sorted(key for key in meta if done.meta.get(key) != meta[key])
+        changed = sorted(key for key in meta if key != "model" and done.meta.get(key) != meta[key])  # the path may move
+        if changed:
             raise ConfigError(f"{path} was made with a different {', '.join(changed)}; it cannot be resumed with these settings")
         log.info("resuming: %d of %d images already certified in %s", len(done.positions), len(positions), path)
-    todo = [int(p) for p in positions if p not in set(done.positions.tolist())]
+    finished = set(done.positions.tolist())
+    todo = [int(p) for p in positions if int(p) not in finished]
     rows: list[tuple[int, int, int, np.ndarray]] = []
     last_save = time.monotonic()
     bar = _progress(len(todo), progress, initial=len(positions) - len(todo), total=len(positions))

@@ -78,6 +78,16 @@ def _floats3(text: str) -> tuple[float, float, float]:
     return tuple(values)  # type: ignore[return-value]
 
 
+def preprocessing_from_args(args: argparse.Namespace, model_defaults: dict) -> dict:
+    """Export-time preprocessing: the command line, else the model's own defaults, else timm's ImageNet ones."""
+    d = model_defaults
+    return {"image_size": args.image_size or d.get("image_size") or (224, 224),
+            "mean": args.mean or d.get("mean") or (0.485, 0.456, 0.406),
+            "std": args.std or d.get("std") or (0.229, 0.224, 0.225),
+            "crop_pct": args.crop_pct or d.get("crop_pct") or 0.875,
+            "interpolation": getattr(args, "interpolation", None) or d.get("interpolation") or "bilinear"}
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx, load_model
 
@@ -85,12 +95,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     d = loaded.defaults
     labels = Path(args.labels).read_text(encoding="utf-8").splitlines() if args.labels else d.get("labels")
     report = export_onnx(
-        loaded.module, args.out,
-        image_size=args.image_size or d.get("image_size") or (224, 224),
-        mean=args.mean or d.get("mean") or (0.485, 0.456, 0.406),
-        std=args.std or d.get("std") or (0.229, 0.224, 0.225),
-        crop_pct=args.crop_pct or d.get("crop_pct") or 0.875,
-        interpolation=args.interpolation or d.get("interpolation") or "bilinear",
+        loaded.module, args.out, **preprocessing_from_args(args, d),
         labels=labels, argmax=not args.no_argmax, opset=args.opset, max_batch=args.max_batch,
         exporter=args.exporter, source_name=loaded.name,
     )
@@ -351,12 +356,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from .preprocess import PreprocessSpec
 
     loaded = load_model(args.model, args.checkpoint)
-    d = loaded.defaults
-    labels = d.get("labels") or ()
-    spec = PreprocessSpec(input_size=args.image_size or d.get("image_size") or (224, 224),
-                          crop_pct=args.crop_pct or d.get("crop_pct") or 0.875,
-                          mean=args.mean or d.get("mean") or (0.485, 0.456, 0.406),
-                          std=args.std or d.get("std") or (0.229, 0.224, 0.225), class_names=labels)
+    labels = loaded.defaults.get("labels") or ()
+    pre = preprocessing_from_args(args, loaded.defaults)
+    spec = PreprocessSpec(input_size=pre.pop("image_size"), class_names=labels, **pre)
     mask_set = mask_set_from_args(args, spec.input_size)
     dataset = load_dataset(args.data, class_names=labels, split=args.split)
     images, targets = preprocess_dataset(dataset, spec, dataset.subset(args.limit, args.seed), progress=not args.no_progress)
@@ -367,7 +369,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
           file=sys.stderr)
     history = train(loaded.module, images, targets, config, progress=not args.no_progress, checkpoint=args.save_checkpoint)
     report = export_onnx(loaded.module, args.out, image_size=spec.input_size, mean=spec.mean, std=spec.std, crop_pct=spec.crop_pct,
-                         labels=list(labels) or list(dataset.class_names), source_name=f"{loaded.name} ({'plain' if args.plain else 'masked'} fine-tuned)")
+                         interpolation=spec.interpolation, labels=list(labels) or list(dataset.class_names), source_name=f"{loaded.name} ({'plain' if args.plain else 'masked'} fine-tuned)")
     print(report.summary())
     print(json.dumps({"history": history}, indent=None))
     return 0

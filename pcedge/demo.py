@@ -26,7 +26,7 @@ from .preprocess import read_onnx_metadata
 from .runtime.driver import PatchCleanser
 from .sample_data import foolbox_samples
 from .video import RunOptions, SourceOptions, run
-from .video.democlip import PATCHED_MOTION, camera_view, load_photos, make_demo_clip, max_patch_side_in_frame
+from .video.democlip import PATCHED_MOTION, camera_view, load_photos, make_demo_clip, max_patch_side_in_frame, patch_corner
 from .video.framelog import format_summary
 
 CLIP_SIZE, CLIP_FPS, SECONDS_PER_PHOTO = (360, 640), 12, 1.5
@@ -65,8 +65,7 @@ def demo_patch(pc: PatchCleanser, side: int, out_dir: Path) -> np.ndarray:
     views = []
     for t in np.linspace(*PATCHED_MOTION, 8):  # the same pan and zoom as the clip's patched segment
         frame, affine = camera_view(photo, float(t), CLIP_SIZE)
-        fx, fy = affine @ np.array([PATCH_ANCHOR[0] * photo.shape[1], PATCH_ANCHOR[1] * photo.shape[0], 1.0])
-        views.append((frame, int(fy - side / 2), int(fx - side / 2)))
+        views.append((frame, *patch_corner(photo, affine, PATCH_ANCHOR, side)))
     print(f"optimizing a {side}x{side} px patch against the undefended model on 8 views of the {PATCHED_PHOTO} (once; cached) ...")
     patch = frame_patch(load_model("efficientnet-lite0").module, views, side, pc.spec, AVOID, steps=100, step_size=0.03)
     cv2.imwrite(str(cached), patch)

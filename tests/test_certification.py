@@ -210,3 +210,20 @@ def test_cli_certify_writes_reports(fashion_slice, fashion_model, tmp_path):
     assert report["data"]["size"] == 48 and report["model"]["sha256"]
     assert {"clean_accuracy", "defended_accuracy", "certified_accuracy", "cases", "per_class", "machine", "paper_reference"} <= set(report)
     assert out["md"].read_text().startswith("# Certification report") and out["png"].stat().st_size > 1000
+
+
+def test_cli_finetune_trains_with_masks_and_exports(tmp_path):
+    if not (FASHION / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST not installed (Debian package dataset-fashion-mnist; make system-deps)")
+    out = tmp_path / "ft.onnx"
+    proc = subprocess.run([sys.executable, "-m", "pcedge.cli", "finetune", "--model", "fashion-cnn", "--data", str(FASHION),
+                           "--limit", "600", "--epochs", "1", "--patch", "4", "--masks-per-axis", "4", "--out", str(out),
+                           "--save-checkpoint", str(tmp_path / "ft.pt"), "--no-progress"],
+                          capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert "2 random 10x10 masks per image" in proc.stderr and '"history"' in proc.stdout
+    from pcedge.preprocess import PreprocessSpec
+
+    spec = PreprocessSpec.from_onnx(out)
+    assert spec.input_size == (28, 28) and spec.class_names[9] == "Ankle boot" and spec.crop_pct == 1.0
+    assert (tmp_path / "ft.pt").stat().st_size > 10_000

@@ -56,6 +56,12 @@ def camera_view(photo: np.ndarray, t: float, size: tuple[int, int], zoom: tuple[
     return frame, affine
 
 
+def patch_corner(photo: np.ndarray, affine: np.ndarray, anchor: tuple[float, float], side: int) -> tuple[int, int]:
+    """(y, x) in the frame of a ``side`` px patch centred on ``anchor`` (x, y fractions of the photo)."""
+    fx, fy = affine @ np.array([anchor[0] * photo.shape[1], anchor[1] * photo.shape[0], 1.0])
+    return int(fy - side / 2), int(fx - side / 2)
+
+
 def paste(frame: np.ndarray, patch: np.ndarray, x: int, y: int) -> np.ndarray:
     """``patch`` (BGR, any size) pasted with its top-left corner at (x, y), clipped to the frame."""
     out = frame.copy()
@@ -92,9 +98,8 @@ def make_demo_clip(path: str | Path, patch: np.ndarray, *, patched_photo: str = 
             for i in range(per):
                 frame, affine = camera_view(photo, t0 + (t1 - t0) * i / max(per - 1, 1), size)
                 if patched:
-                    px, py = patch_anchor[0] * photo.shape[1], patch_anchor[1] * photo.shape[0]
-                    fx, fy = affine @ np.array([px, py, 1.0])
-                    frame = paste(frame, patch, int(fx - patch.shape[1] / 2), int(fy - patch.shape[0] / 2))
+                    y, x = patch_corner(photo, affine, patch_anchor, patch.shape[0])
+                    frame = paste(frame, patch, x, y)
                 writer.write(frame)
             segments.append(ClipSegment(name, n * per, (n + 1) * per, patched))
     finally:

@@ -93,6 +93,9 @@ def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, ru
                 break
             if run_options.max_frames and len(framelog.latencies) >= run_options.max_frames:
                 break
+    except BaseException:
+        framelog.close()  # every processed frame is already flushed to the log
+        raise
     finally:
         source.close()
         if output is not None:

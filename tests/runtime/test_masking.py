@@ -186,7 +186,7 @@ def test_cuda_kernel_compiles_for_orin_and_hopper(tmp_path):
     assert build.returncode == 0, build.stderr
     report = build.stdout + build.stderr  # ptxas names each kernel and the architecture it was built for
     for arch in ("sm_87", "sm_90"):
-        assert f"masked_frame_kernel" in report and f"for '{arch}'" in report, report[-2000:]
+        assert "masked_frame_kernel" in report and f"for '{arch}'" in report, report[-2000:]
     assert "spill" not in report or "0 bytes spill stores" in report
 
 

@@ -2,9 +2,10 @@
 
     python benchmarks/run_all.py [--quick]
 
-Runs, on this machine, ``pcedge bench`` on three models (the bundled EfficientNet-Lite0 demo model
-with its real weights, and ResNet-18- and ResNet-50-shaped models with random weights, which cost what
-the real ones cost) and the masked-batch writer micro-benchmark, then replaces the text between the
+Runs, on this machine, ``pcedge bench`` on the bundled EfficientNet-Lite0 demo model with its real
+weights and ResNet-18- and ResNet-50-shaped models with random weights (which cost what the real ones
+cost), Lite0 and ResNet-18 also as INT8 copies (``pcedge quantize``), and the masked-batch writer
+micro-benchmark, then replaces the text between the
 ``run_all`` markers in RESULTS.md with the tables, the ratios against the goals and the machine. The
 raw JSON reports and latency plots go to benchmarks/results/<machine>/. Hand-written sections of
 RESULTS.md (GPU sessions, certification) are kept as they are.
@@ -52,6 +53,18 @@ def export_resnet(name: str) -> Path:
     torch.manual_seed(0)
     export_onnx(getattr(models, name)(), path, image_size=224, labels=[f"class {i}" for i in range(1000)],
                 exporter="torchscript", source_name=f"benchmarks.models:{name}")
+    return path
+
+
+def int8(model: Path) -> Path:
+    """An INT8 copy (pcedge quantize, calibrated on camera-like frames, whole and masked), cached."""
+    from pcedge.bench import camera_frames
+    from pcedge.quantize import quantize_int8
+    from pcedge.sample_data import cache_dir
+
+    path = cache_dir() / "bench-models" / f"{model.stem}.int8.onnx"
+    if not path.exists():
+        print(quantize_int8(model, path, camera_frames(16)).summary(), flush=True)
     return path
 
 
@@ -108,9 +121,12 @@ def main() -> None:
     out = HERE / "results" / ("cpu_" + platform.machine())
     out.mkdir(parents=True, exist_ok=True)
     frames = 4 if args.quick else 20
+    lite0, resnet18 = demo_model(ROOT / "demo_out"), export_resnet("resnet18")
     plan = [
-        ("EfficientNet-Lite0 (demo model, real ImageNet weights)", demo_model(ROOT / "demo_out"), None, frames),
-        ("ResNet-18 shape (random weights)", export_resnet("resnet18"), "benchmarks.models:resnet18", frames),
+        ("EfficientNet-Lite0 (demo model, real ImageNet weights)", lite0, None, frames),
+        ("EfficientNet-Lite0 INT8 (pcedge quantize; original = the FP32 PyTorch model)", int8(lite0), None, frames),
+        ("ResNet-18 shape (random weights)", resnet18, "benchmarks.models:resnet18", frames),
+        ("ResNet-18 shape INT8 (pcedge quantize; original = FP32 PyTorch)", int8(resnet18), "benchmarks.models:resnet18", frames),
         ("ResNet-50 shape (random weights)", export_resnet("resnet50"), "benchmarks.models:resnet50", max(2, frames // 2)),
     ]
     reports = []

@@ -449,6 +449,43 @@ def _add_bench(sub) -> None:
     p.set_defaults(func=cmd_bench, backend=None)
 
 
+# ------------------------------------------------------------------------------------------ quantize
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from .quantize import quantize_int8
+
+    if args.calibration:
+        from .datasets import load_dataset
+
+        dataset = load_dataset(args.calibration)
+        frames = [f for f in (dataset.load(int(p)) for p in dataset.subset(args.frames, 0)) if f is not None]
+    else:
+        from .bench import camera_frames
+
+        frames = camera_frames(args.frames)
+    report = quantize_int8(args.model, args.out, frames, per_channel=not args.per_tensor, patch=args.patch,
+                           masks_per_axis=args.masks_per_axis)
+    print(report.summary())
+    print("a quantized model is a different model: certify it (pcedge certify) before relying on its numbers")
+    return 0
+
+
+def _add_quantize(sub) -> None:
+    p = sub.add_parser(
+        "quantize", help="INT8 copy of a model for CPUs, calibrated on whole and masked images", formatter_class=_Formatter,
+        description="ONNX Runtime static INT8 quantization (QDQ), calibrated with the runtime's own masked images.",
+        epilog="examples:\n  pcedge quantize --model resnet18.onnx --out resnet18.int8.onnx\n"
+               "  pcedge quantize --model lite0.onnx --calibration my_images/ --frames 64 --out lite0.int8.onnx",
+    )
+    p.add_argument("--model", required=True, type=Path, help="an ONNX model exported by pcedge export")
+    p.add_argument("--out", required=True, type=Path, help="the INT8 .onnx file to write")
+    p.add_argument("--calibration", help="calibration images (class folders, IDX or .npz; default: camera-like views of bundled photos)")
+    p.add_argument("--frames", type=int, default=16, help="calibration frames (each also masked 3 ways)")
+    p.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weight scales")
+    p.add_argument("--patch", default="2%", help="the threat model whose masks appear in calibration")
+    p.add_argument("--masks-per-axis", type=int, default=6)
+    p.set_defaults(func=cmd_quantize)
+
+
 # ------------------------------------------------------------------------------------------ doctor
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import run_doctor
@@ -501,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_certify(sub)
     _add_finetune(sub)
     _add_bench(sub)
+    _add_quantize(sub)
     _add_doctor(sub)
     return parser
 

@@ -32,8 +32,8 @@ def read_index(frame: np.ndarray) -> int:
     return sum(1 << bit for bit in range(BITS) if strip[:, bit * col + 2 : (bit + 1) * col - 2].mean() > 127)
 
 
-def write_numbered_clip(path: Path, count: int, size: tuple[int, int] = (96, 128), fps: int = 25) -> Path:
-    fourcc = "MJPG" if path.suffix == ".avi" else "mp4v"
+def write_numbered_clip(path: Path, count: int, size: tuple[int, int] = (96, 128), fps: int = 25, fourcc: str = "") -> Path:
+    fourcc = fourcc or ("MJPG" if path.suffix == ".avi" else "mp4v")
     writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc), fps, (size[1], size[0]))
     assert writer.isOpened(), f"OpenCV cannot write {path}"
     for i in range(count):

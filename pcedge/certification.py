@@ -159,6 +159,7 @@ def build_report(tables: Tables, dataset: Dataset, *, seconds: float | None = No
         "clean_accuracy": _rate(clean),
         "defended_accuracy": _rate(defended),
         "certified_accuracy": _rate(certified),
+        "certified_accuracy_ci95": wilson_interval(int(certified.sum()), n),
         "cases": {case: cases.get(case, 0) for case in CASES if case != "budget"},
         "per_class": per_class,
         "mask_set": {"num_masks": len(mask["windows"]), "threat": mask["threat"], "kind": mask["kind"],
@@ -170,6 +171,16 @@ def build_report(tables: Tables, dataset: Dataset, *, seconds: float | None = No
         "seconds": None if seconds is None else round(seconds, 2),
         "paper_reference": PAPER_REFERENCE,
     }
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float] | None:
+    """95% Wilson score interval of a proportion: how much a small sample can say."""
+    if n == 0:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(max(0.0, float(centre - half)), 4), round(min(1.0, float(centre + half)), 4)]
 
 
 def _rate(values: np.ndarray) -> float | None:
@@ -202,6 +213,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         "",
         f"\\* {ref['setting']}; {ref['source']}. A different model, data set and size: context, not a comparison.",
         "",
+        _sample_size_text(report),
+        "",
         f"Cases: {', '.join(f'{k} {v}' for k, v in report['cases'].items())}.",
         "",
         "| class | images | clean | defended | certified |",
@@ -214,6 +227,15 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += ["", f"Model sha256 {report['model']['sha256'][:16] or '-'}; data identity {report['data']['identity']}; "
               f"machine: {m['cpu']} ({m['cores']} cores), GPU {m['gpu']}."]
     return "\n".join(lines) + "\n"
+
+
+def _sample_size_text(report: dict[str, Any]) -> str:
+    ci = report.get("certified_accuracy_ci95")
+    text = f"Certified accuracy 95% interval (Wilson): {_pct(ci[0])} to {_pct(ci[1])}." if ci else ""
+    if report["num_images"] < 1000:
+        text += (f" Only {report['num_images']} images: a check of the pipeline on real data, not an accuracy estimate "
+                 "to compare with published numbers.")
+    return text.strip()
 
 
 def _threat_text(threat: dict) -> str:

@@ -94,7 +94,18 @@ def test_report_equals_independent_computation(fashion_slice, fashion_model):
     assert sum(report["cases"].values()) == 48
     assert sum(row["images"] for row in report["per_class"]) == 48
     assert certified.sum() <= defended_ok.sum(), "certified implies defended-correct on the clean image"
-    assert "| this run |" in report_markdown(report)
+    low, high = report["certified_accuracy_ci95"]
+    assert low <= report["certified_accuracy"] <= high and high - low > 0.1, "48 images cannot pin certified accuracy down"
+    assert "| this run |" in report_markdown(report) and "Only 48 images" in report_markdown(report)
+
+
+def test_wilson_interval():
+    from pcedge.certification import wilson_interval
+
+    assert wilson_interval(0, 0) is None
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    low, high = wilson_interval(5956, 10000)
+    assert 0.585 < low < 0.5956 < high < 0.606
 
 
 class InterruptAt:

@@ -159,3 +159,13 @@ def test_cli_run_missing_camera_is_one_clear_line(model_path):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "pcedge run: error: camera /dev/video63: /dev/video63 does not exist" in stderr
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi", ".mkv", ".mov"])
+def test_video_outputs_are_playable_in_every_container(tmp_path, suffix):
+    out = open_output(tmp_path / f"rec{suffix}", fps=10)
+    for i in range(5):
+        out.write(numbered_frame(i))
+    out.close()
+    assert not out.failed and count_frames(tmp_path / f"rec{suffix}") == 5
+    assert not list(tmp_path.glob("*.partial*"))

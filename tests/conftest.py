@@ -32,7 +32,7 @@ class TrainedModel:
 
 @pytest.fixture(scope="session")
 def fashion_trained(tmp_path_factory) -> TrainedModel:
-    """fashion-cnn trained briefly with masks (2%-patch mask size at 28x28, K=16 below) on 4,000 real images.
+    """fashion-cnn trained briefly with 10x10 masks (the tests use a 4x4 patch, 4 masks per axis) on 4,000 real images.
 
     A few seconds; trained so that certification and attacks face real outcomes (certified and
     uncertified images, labels a patch can flip).

@@ -16,7 +16,7 @@ from pcedge.attacks import OBJECTIVES, attack_image, grid_positions
 from pcedge.datasets import load_dataset
 from pcedge.defense import is_certified
 from pcedge.errors import ConfigError, InsecureMaskSetError
-from pcedge.masks import MaskSet, ThreatModel
+from pcedge.masks import ThreatModel
 from pcedge.runtime.driver import PatchCleanser
 from tests.conftest import FASHION
 
@@ -31,7 +31,7 @@ def defended(fashion_trained):
 
 
 @pytest.fixture(scope="module")
-def test_images(fashion_trained):
+def fashion_test_images(fashion_trained):
     dataset = load_dataset(FASHION, split="test")
     return [(dataset.load(i), dataset.item(i)[0]) for i in range(40)]
 
@@ -40,9 +40,9 @@ def rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
-def test_no_certified_image_is_ever_mislabelled(fashion_trained, defended, test_images):
+def test_no_certified_image_is_ever_mislabelled(fashion_trained, defended, fashion_test_images):
     certified = undefended_broken = attempts = 0
-    for gray, label in test_images:
+    for gray, label in fashion_test_images:
         if certified == 6 or not is_certified(defended.label_table(gray), label):
             continue
         certified += 1
@@ -56,16 +56,16 @@ def test_no_certified_image_is_ever_mislabelled(fashion_trained, defended, test_
             assert result.label == label, (f"certified image mislabelled under a {objective} patch at {attacked.position}: "
                                            f"{result.label} != {label} ({result.case})")
             assert defended.predict_undefended(frame) == attacked.undefended_label, "ONNX and PyTorch disagree on the attack"
-    assert certified >= 5, f"only {certified} of {len(test_images)} images certified: the test would prove little"
+    assert certified >= 5, f"only {certified} of {len(fashion_test_images)} images certified: the test would prove little"
     assert undefended_broken > 0, "the attack never fooled the undefended model: it is too weak to test anything"
 
 
-def test_attack_is_real_against_the_undefended_model(fashion_trained, test_images):
+def test_attack_is_real_against_the_undefended_model(fashion_trained, fashion_test_images):
     """Success rate on the plain model, over correctly classified images: the attack has teeth."""
     import torch
 
     fooled = tried = 0
-    for gray, label in test_images[:20]:
+    for gray, label in fashion_test_images[:20]:
         x = (torch.from_numpy(rgb(gray).astype(np.float32) / 255).permute(2, 0, 1)[None] - 0.286) / 0.353
         if int(fashion_trained.module(x).argmax(1)) != label:
             continue
@@ -97,16 +97,15 @@ def test_attack_arguments_are_checked(fashion_trained):
         attack_image(fashion_trained.module, image, 0, fashion_trained.spec, PATCH, objective="masked")
     with pytest.raises(ConfigError, match="does not fit"):
         attack_image(fashion_trained.module, image, 0, fashion_trained.spec, (40, 40))
-    assert isinstance(MaskSet.square(28, 4, masks_per_axis=4), MaskSet)
 
 
-def test_frame_patch_is_optimized_where_the_camera_sees_it(fashion_trained, test_images):
+def test_frame_patch_is_optimized_where_the_camera_sees_it(fashion_trained, fashion_test_images):
     """The camera-space patch: right shape, deterministic, and it lowers the true class on its views."""
     import torch
 
     from pcedge.attacks import frame_patch
 
-    gray, label = test_images[0]
+    gray, label = fashion_test_images[0]
     frame = cv2.resize(rgb(gray), (56, 56), interpolation=cv2.INTER_NEAREST)  # a 2x camera view of the item
     views = [(frame, 20, 20), (frame, 24, 16)]
     patch = frame_patch(fashion_trained.module, views, 8, fashion_trained.spec, [label], steps=30, step_size=0.1)

@@ -130,7 +130,7 @@ def test_verify_agrees_with_brute_force_on_random_grids(h, w, ph, pw, sy, sx, gr
     mh, mw = max(1, min(h, ph + sy - 1 + grow)), max(1, min(w, pw + sx - 1 + grow))
     ys, xs = axis_positions(h, mh, sy), axis_positions(w, mw, sx)
     windows = np.array([[[y, x, y + mh, x + mw]] for y in ys for x in xs], dtype=np.int32)
-    ms = MaskSet(( h, w), windows, ThreatModel(((ph, pw),)), kind="custom", verify=False)
+    ms = MaskSet((h, w), windows, ThreatModel(((ph, pw),)), kind="custom", verify=False)
     expected = brute_force_covered(ms, (ph, pw))
     try:
         ms.verify()

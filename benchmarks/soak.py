@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from pcedge.errors import PcedgeError, SourceError
+from pcedge.machine import process_memory_mb
 from pcedge.runtime.driver import PatchCleanser
 from pcedge.runtime.ort import OrtEngine
 from pcedge.video.outputs import DISK_CHECK_EVERY, FolderOutput
@@ -31,14 +32,6 @@ from pcedge.video.overlay import draw_overlay
 from pcedge.video.sources import LiveSource, SourceOptions, SourceSpec, _open_capture
 
 RSS_GROWTH_BOUND_MB = 64.0
-
-
-def rss_mb(field: str = "VmRSS") -> float:
-    with open("/proc/self/status", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def make_clip(path: Path, frames: int = 150) -> Path:
@@ -129,13 +122,13 @@ def main() -> None:
                     output = FolderOutput(tmp / "recording")  # the disk has room again: recording restarts
             if now - last_rss > 5:
                 last_rss = now
-                rss_samples.append(round(rss_mb(), 1))
+                rss_samples.append(round(process_memory_mb(), 1))
                 if warm_rss is None and now - started > 20:
                     warm_rss = rss_samples[-1]
     source.close()
     output.close()
     stats = source.stats
-    final = rss_mb()
+    final = process_memory_mb()
     report = {
         "minutes": round((time.monotonic() - started) / 60, 2), "model": str(model), "frames_processed": processed,
         "frames_captured": stats.read, "frames_dropped": stats.dropped,
@@ -143,7 +136,7 @@ def main() -> None:
         "reconnects": stats.reconnects, "camera_outages": camera.outages,
         "outage_gaps_s": [g["seconds"] for g in stats.gaps if g["seconds"] > 1.0], "source_error": stats.error,
         "faults": {k: {"injected": v[0], "recovered": v[1]} for k, v in faults.items()},
-        "rss_mb": {"peak": round(rss_mb("VmHWM"), 1), "final": round(final, 1), "after_warmup": warm_rss,
+        "rss_mb": {"peak": round(process_memory_mb("VmHWM"), 1), "final": round(final, 1), "after_warmup": warm_rss,
                    "growth_after_warmup": None if warm_rss is None else round(final - warm_rss, 1), "bound": RSS_GROWTH_BOUND_MB,
                    "samples": rss_samples},
     }

@@ -16,7 +16,6 @@ Numbers are measured here, never estimated; a row that cannot run says why.
 from __future__ import annotations
 
 import multiprocessing as mp
-import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ import cv2
 import numpy as np
 
 from .errors import ConfigError
-from .machine import machine_info
+from .machine import machine_info, process_memory_mb
 from .runtime.driver import PatchCleanser
 from .runtime.masking import write_frame
 
@@ -86,21 +85,15 @@ def timed(fn: Callable[[np.ndarray], Any], frames: list[np.ndarray], warmup: int
 
 
 # ------------------------------------------------------------------------------------------ attacked frames
-def patch_geometry(pc: PatchCleanser, frame_shape: tuple[int, int]) -> tuple[float, int, int]:
-    """(frame pixels per model pixel, model-input top, left) for mapping a model-space patch into the frame."""
-    geo = pc.spec.geometry(*frame_shape)
-    return frame_shape[0] / geo.resized_h, geo.top, geo.left
-
-
 def paste_in_frame(frame: np.ndarray, patch_rgb: np.ndarray, model_yx: tuple[int, int], pc: PatchCleanser) -> np.ndarray:
     """Put a model-space patch into the camera frame where the model will see it (within the threat model)."""
-    scale, top, left = patch_geometry(pc, frame.shape[:2])
-    ph = pc.mask_set.threat.shapes[0][0]
-    side = max(1, int((ph - 1) * scale))  # one model pixel of margin for bilinear spreading
-    y, x = int((model_yx[0] + top) * scale), int((model_yx[1] + left) * scale)
-    out = frame.copy()
-    out[y : y + side, x : x + side] = cv2.resize(patch_rgb[:, :, ::-1], (side, side), interpolation=cv2.INTER_NEAREST)
-    return out
+    from .video.democlip import max_patch_side_in_frame, paste
+
+    geo = pc.spec.geometry(*frame.shape[:2])
+    scale = frame.shape[0] / geo.resized_h
+    side = max(1, max_patch_side_in_frame(frame.shape[:2], pc.mask_set.threat.shapes[0][0], pc.spec))
+    y, x = int((model_yx[0] + geo.top) * scale), int((model_yx[1] + geo.left) * scale)
+    return paste(frame, cv2.resize(patch_rgb[:, :, ::-1], (side, side), interpolation=cv2.INTER_NEAREST), x, y)
 
 
 def pasted_frames(frames: list[np.ndarray], pc: PatchCleanser) -> list[np.ndarray]:
@@ -148,20 +141,7 @@ def _rss_child(model: str, backend: str, patch: str, masks_per_axis: int, mode: 
             write_frame(frame, pc.spec, pc.engine.full_buffer(), count=k)
             pc.engine.infer(k)
     pc.close()
-    queue.put(_own_peak_rss_mb())
-
-
-def _own_peak_rss_mb() -> float:
-    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss across execve, so a
-    spawned child would report its (large) parent's peak instead of its own."""
-    try:
-        with open("/proc/self/status", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    queue.put(process_memory_mb("VmHWM"))
 
 
 def peak_rss_mb(model: str, backend: str, options: BenchOptions, mode: str) -> float | None:

@@ -36,6 +36,24 @@ def gpu_info() -> str:
                      (line.split(",") for line in out.splitlines() if line.count(",") == 2))
 
 
+def process_memory_mb(field: str = "VmRSS") -> float:
+    """This process's memory from /proc/self/status: VmRSS (now) or VmHWM (peak), in MB.
+
+    VmHWM rather than ru_maxrss for peaks: Linux carries ru_maxrss across execve, so a spawned child
+    would report its (large) parent's peak instead of its own. ru_maxrss is the fallback off Linux.
+    """
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def machine_info() -> dict:
     versions = {}
     for name in LIBRARIES:

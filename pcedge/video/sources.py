@@ -27,11 +27,11 @@ from typing import Any, Callable, Iterator
 import cv2
 import numpy as np
 
+from ..datasets import IMAGE_SUFFIXES
 from ..errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".gif")
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtp://", "udp://", "http://", "https://", "rtmp://")
 
@@ -305,7 +305,9 @@ class LiveSource(FrameSource):
         self._thread.join(timeout=self.options.open_timeout_s + self.options.stall_s + 1)
         with self._cond:
             self._finished = True
-            self._latest = None  # a closed source delivers nothing more
+            if self._latest is not None:  # captured but never delivered: a closed source delivers nothing more
+                self.stats.dropped += 1
+                self._latest = None
             self._cond.notify_all()
 
     # ------------------------------------------------------------------ capture thread

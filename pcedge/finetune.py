@@ -93,10 +93,19 @@ def train(model: Any, images: np.ndarray, labels: np.ndarray, config: FinetuneCo
     ``checkpoint`` (a .pt path) receives the state_dict and the config after every epoch.
     """
     torch = require("torch", "fine-tuning")
-    from tqdm import tqdm
-
+    threads_before = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
+    try:
+        return _train(torch, model, images, labels, config, progress, checkpoint)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(torch: Any, model: Any, images: np.ndarray, labels: np.ndarray, config: FinetuneConfig, progress: bool,
+           checkpoint: str | Path | None) -> list[dict[str, float]]:
+    from tqdm import tqdm
+
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)

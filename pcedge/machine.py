@@ -22,6 +22,35 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+INT8_FEATURES = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "f16c", "fma", "asimd", "asimddp", "i8mm",
+                 "fphp", "asimdhp")
+"""CPU flags that decide which INT8 (and float16) kernels ONNX Runtime and pcedge's writers use."""
+
+
+def cpu_features() -> list[str]:
+    """The INT8-relevant flags of this CPU (x86: AVX2, AVX-512, VNNI...; Arm: NEON, dot product), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [name for name in INT8_FEATURES if name in flags]
+    except OSError:
+        pass
+    return []
+
+
+def int8_arithmetic(features: list[str]) -> str:
+    """How this CPU multiplies uint8 by int8 in ONNX Runtime, in words (saturation is what matters)."""
+    if any(f in features for f in ("avx512_vnni", "avx_vnni", "amx_int8")):
+        return "x86 with VNNI (32-bit accumulation, no saturation)"
+    if "avx2" in features:
+        return "x86 AVX2/AVX-512 without VNNI (vpmaddubsw: 16-bit pair sums saturate for full 8-bit weights)"
+    if "asimd" in features:
+        return "Arm NEON" + (" with dot product" if "asimddp" in features else "")
+    return "unknown"
+
+
 def gpu_info() -> str:
     """'NAME, driver X, cc Y' per GPU from nvidia-smi; "" when there is none."""
     smi = shutil.which("nvidia-smi")
@@ -67,5 +96,6 @@ def machine_info() -> dict:
         "gpu": gpu_info() or "none",
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
+        "cpu_features": cpu_features(),
         "libraries": versions,
     }

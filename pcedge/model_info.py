@@ -9,6 +9,9 @@ from ._optional import is_available
 from .errors import EngineError
 from .preprocess import METADATA_KEY
 
+JSON_KEYS = (METADATA_KEY, "pcedge.quantization", "pcedge.outputs", "pcedge.num_classes")
+"""Metadata entries stored as JSON text; ``--json`` shows them as JSON values, not strings inside strings."""
+
 
 def inspect_onnx(path: str | Path) -> dict:
     import onnxruntime as ort
@@ -26,7 +29,7 @@ def inspect_onnx(path: str | Path) -> dict:
         "file_size_bytes": path.stat().st_size,
         "inputs": [{"name": i.name, "shape": i.shape, "type": i.type} for i in session.get_inputs()],
         "outputs": [{"name": o.name, "shape": o.shape, "type": o.type} for o in session.get_outputs()],
-        "metadata": {k: (json.loads(v) if k == METADATA_KEY else v) for k, v in meta.items()},
+        "metadata": {k: (json.loads(v) if k in JSON_KEYS else v) for k, v in meta.items()},
     }
     if is_available("onnx"):
         import onnx
@@ -42,6 +45,19 @@ def inspect_onnx(path: str | Path) -> dict:
     lines += [f"  input  {i['name']}: {i['shape']} {i['type']}" for i in info["inputs"]]
     lines += [f"  output {o['name']}: {o['shape']} {o['type']}" for o in info["outputs"]]
     lines.append(f"  preprocessing: {pre if pre else 'none recorded (pass --image-size/--mean/--std to the runtime)'}")
-    lines += [f"  {k}: {v}" for k, v in info["metadata"].items() if k != METADATA_KEY]
+    quant = info["metadata"].get("pcedge.quantization")
+    if isinstance(quant, dict):
+        made = quant.get("quantized_on", {})
+        lines.append(f"  INT8: scheme {quant.get('scheme', 'none recorded (full 8-bit weights: labels may depend on the CPU)')}, "
+                     f"agreement with FP32 {100 * quant.get('label_agreement_fp32', 0):.1f}% on held-out masked images"
+                     + (" (written with --force)" if quant.get("forced") else "")
+                     + (f"; quantized on {made.get('cpu')} ({made.get('int8_arithmetic')})" if made else ""))
+    lines += [f"  {k}: {v}" for k, v in info["metadata"].items() if k not in (METADATA_KEY, "pcedge.quantization")]
+    from .runtime.latency import LatencyCurveCache
+    from .runtime.trt_cache import file_sha256
+
+    curves = LatencyCurveCache().curves_for_model(file_sha256(path))
+    info["latency_curves"] = [{"engine": ident.get("engine"), **curve.as_dict()} for ident, curve in curves]
+    lines += [f"  latency per batch on this machine, {ident.get('engine')}: {curve.describe()}" for ident, curve in curves]
     info["text"] = "\n".join(lines)
     return info

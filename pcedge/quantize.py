@@ -1,14 +1,24 @@
 """INT8 models for CPUs: ONNX Runtime static quantization, calibrated on the images the defense feeds it.
 
 On a CPU, batching the K masked images does not make a forward pass cheaper per image, so the
-defense's cost there is K forward passes; an INT8 model makes each of them several times cheaper
-(ResNet-18 batch 36: 604 -> 172 ms on the 2-core dev machine). The deployed model sees *masked*
-images, whose activation ranges differ from whole images', so calibration uses the runtime's own
-writer to produce unmasked, one-mask and two-mask images of each calibration frame.
+defense's cost there is K forward passes; an INT8 model makes each of them cheaper. Two facts shape
+how pcedge quantizes:
 
-A quantized model is a different model: certify it (``pcedge certify``) rather than reusing the FP32
-model's numbers. The label agreement with the FP32 model on the calibration images is measured and
-recorded in the model's metadata (``pcedge.quantization``), and the content hash is renewed.
+- **Labels must not depend on the CPU.** ONNX Runtime multiplies uint8 activations by int8 weights with
+  ``vpmaddubsw`` on x86 CPUs without VNNI (AVX2, AVX-512 before Cascade Lake), whose 16-bit pair sums
+  saturate: the same file then gives other labels there than on a VNNI CPU or a GPU, and a
+  certificate computed on one CPU would not hold on the other. The default scheme ``u8s7`` limits
+  weights to 7 bits (|w| <= 64): 2 x 255 x 64 = 32640 < 32767, so no pair sum can saturate and every
+  x86 CPU computes the same integers (checked under an emulated AVX2-only CPU in the tests). ``u8u8``
+  (uint8 weights) is saturation-free too but ONNX Runtime's x86 kernels for it are slow.
+- **The deployed model sees masked images**, so calibration uses the runtime's own writer to produce
+  unmasked, one-mask and two-mask images of each calibration frame, and the agreement with the FP32
+  model is measured on one-mask and two-mask images of frames held out from calibration. Below
+  ``min_agreement`` the model is not written (``force`` writes it anyway, with a warning).
+
+A quantized model is a different model: certify it (``pcedge certify``) on the CPU family that will
+run it. The scheme, the quantizing machine's INT8-relevant CPU flags and the agreement are recorded in
+the model's metadata (``pcedge.quantization``, shown by ``pcedge inspect``), and the content hash is renewed.
 """
 
 from __future__ import annotations
@@ -16,32 +26,61 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ._optional import require
-from .errors import ConfigError, EngineError
-from .masks import create_mask_set
+from .errors import ConfigError, EngineError, PcedgeError
+from .files import publish
+from .machine import cpu_features, cpu_model, int8_arithmetic
+from .masks import MaskSet, create_mask_set
 from .preprocess import METADATA_KEY, PreprocessSpec, read_onnx_metadata
 from .runtime.masking import write_frame, write_masked_frame
 
 log = logging.getLogger(__name__)
 
+SCHEMES = {
+    "u8s7": "uint8 activations, int8 weights limited to 7 bits: no saturation on x86 CPUs without VNNI, "
+            "the same labels on every CPU, full INT8 speed",
+    "u8u8": "uint8 activations and weights: no saturation, but ONNX Runtime's x86 kernels for it are slow",
+}
+DEFAULT_MIN_AGREEMENT = 0.95
+
+
+class AgreementError(PcedgeError):
+    """The INT8 model's labels disagree with the FP32 model's too often to be written."""
+
 
 @dataclass
 class QuantizeReport:
-    path: Path
+    path: Path | None  # None when the model was refused
+    scheme: str
     calibration_images: int
-    label_agreement: float  # fraction of calibration images where INT8 and FP32 labels agree
+    one_mask_images: int
+    one_mask_agreement: float  # on held-out frames: INT8 label == FP32 label, one-mask images
+    two_mask_images: int
+    two_mask_agreement: float  # the same on two-mask images
+    forced: bool = False
+
+    @property
+    def held_out_images(self) -> int:
+        return self.one_mask_images + self.two_mask_images
+
+    @property
+    def agreement(self) -> float:
+        """Agreement over all held-out masked images (one-mask and two-mask together)."""
+        return (self.one_mask_agreement * self.one_mask_images + self.two_mask_agreement * self.two_mask_images) / self.held_out_images
 
     def summary(self) -> str:
-        return (f"wrote {self.path} (INT8, static QDQ, per-channel weights), calibrated on {self.calibration_images} images "
-                f"(whole, one-mask and two-mask); INT8 and FP32 labels agree on {100 * self.label_agreement:.1f}% of them")
+        where = f"wrote {self.path}" if self.path else "refused"
+        return (f"{where} (INT8 {self.scheme}: {SCHEMES[self.scheme]}); calibrated on {self.calibration_images} images "
+                f"(whole, one-mask and two-mask); on {self.held_out_images} masked images of held-out frames INT8 and FP32 "
+                f"labels agree on {100 * self.agreement:.1f}% (one-mask {100 * self.one_mask_agreement:.1f}%, "
+                f"two-mask {100 * self.two_mask_agreement:.1f}%)")
 
 
 def calibration_images(frames: Sequence[np.ndarray], spec: PreprocessSpec, *, patch: str = "2%", masks_per_axis: int = 6,
@@ -61,21 +100,63 @@ def calibration_images(frames: Sequence[np.ndarray], spec: PreprocessSpec, *, pa
     return out
 
 
-def quantize_int8(model_path: str | Path, out_path: str | Path, frames: Sequence[np.ndarray], *, per_channel: bool = True,
-                  patch: str = "2%", masks_per_axis: int = 6) -> QuantizeReport:
-    """Write an INT8 copy of a pcedge ONNX model, calibrated on ``frames`` (BGR uint8 camera frames)."""
+def held_out_images(frames: Sequence[np.ndarray], spec: PreprocessSpec, mask_set: MaskSet, *, two_mask_per_frame: int | None = None,
+                    seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The masked images the defense would classify for ``frames``: all K one-mask images of each frame,
+    and K random two-mask images (distinct masks) per frame. Returns (one_mask, two_mask) batches."""
+    k = len(mask_set)
+    two = k if two_mask_per_frame is None else two_mask_per_frame
+    rng = np.random.default_rng(seed)
+    one_mask = np.empty((len(frames) * k, 3, *spec.input_size), np.float32)
+    two_mask = np.empty((len(frames) * two, 3, *spec.input_size), np.float32)
+    singles = np.stack([np.arange(k), np.arange(k)], axis=1).astype(np.int32)
+    for n, frame in enumerate(frames):
+        write_masked_frame(frame, spec, mask_set, singles, one_mask[n * k : (n + 1) * k])
+        if two:
+            i = rng.integers(0, k, two)
+            j = (i + rng.integers(1, k, two)) % k if k > 1 else i
+            write_masked_frame(frame, spec, mask_set, np.stack([i, j], axis=1).astype(np.int32), two_mask[n * two : (n + 1) * two])
+    return one_mask, two_mask
+
+
+def quantize_int8(model_path: str | Path, out_path: str | Path, frames: Sequence[np.ndarray], *,
+                  held_out_frames: Sequence[np.ndarray] | None = None, scheme: str = "u8s7", per_channel: bool = True,
+                  patch: str = "2%", masks_per_axis: int = 6, min_agreement: float = DEFAULT_MIN_AGREEMENT, force: bool = False,
+                  progress: Any = None) -> QuantizeReport:
+    """Write an INT8 copy of a pcedge ONNX model, calibrated on ``frames`` (BGR uint8 camera frames).
+
+    The agreement with FP32 is measured on the one-mask and two-mask images of ``held_out_frames``,
+    which calibration never sees (default: the last quarter of ``frames``, at least one). Raises
+    :class:`AgreementError` (and writes nothing) when it is below ``min_agreement``, unless ``force``.
+    ``progress(step)`` is called with a short description before each step.
+    """
     onnx = require("onnx", "INT8 quantization")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if scheme not in SCHEMES:
+        raise ConfigError(f"--scheme {scheme!r}: choose one of {', '.join(SCHEMES)} (u8s7 gives the same labels on every CPU)")
+    if not 0.0 <= min_agreement <= 1.0:
+        raise ConfigError(f"--min-agreement {min_agreement}: give a fraction between 0 and 1, e.g. 0.95")
+    if held_out_frames is None:
+        if len(frames) < 2:
+            raise ConfigError(f"calibration needs at least one frame and one held-out frame; got {len(frames)} frame(s)")
+        n_held = max(1, len(frames) // 4)
+        frames, held_out_frames = list(frames[:-n_held]), list(frames[-n_held:])
+    if not frames or not held_out_frames:
+        raise ConfigError("calibration needs at least one frame and one held-out frame")
+    step = progress or (lambda text: None)
     model_path, out_path = Path(model_path), Path(out_path)
     metadata = read_onnx_metadata(model_path)
     if METADATA_KEY not in metadata:
         raise EngineError(f"{model_path} has no pcedge preprocessing metadata: export it with pcedge export first")
     if "pcedge.quantization" in metadata:
-        raise ConfigError(f"{model_path} is already quantized")
+        raise ConfigError(f"{model_path} is already quantized; quantize the FP32 model it came from")
     spec = PreprocessSpec.from_metadata(metadata)
+    mask_set = create_mask_set(spec.input_size, patch, masks_per_axis=masks_per_axis)
+    step(f"preparing {len(frames)} calibration and {len(held_out_frames)} held-out frames")
     images = calibration_images(frames, spec, patch=patch, masks_per_axis=masks_per_axis)
+    one_mask, two_mask = held_out_images(held_out_frames, spec, mask_set)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -88,34 +169,82 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, frames: Sequence
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
+        step(f"calibrating on {len(images)} images ({scheme})")
         quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel)
-        agreement = _label_agreement(model_path, quantized, images)
-        model = onnx.load(str(quantized))
-        info = {"method": "onnxruntime static QDQ", "activations": "uint8", "weights": "int8 per-channel" if per_channel else "int8",
-                "calibration_images": len(images), "label_agreement_fp32": round(agreement, 4),
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8 if scheme == "u8s7" else QuantType.QUInt8,
+                        reduce_range=scheme == "u8s7", per_channel=per_channel)
+        step(f"measuring agreement with FP32 on {len(one_mask) + len(two_mask)} held-out masked images")
+        one_agree = label_agreement(model_path, quantized, one_mask)
+        two_agree = label_agreement(model_path, quantized, two_mask) if len(two_mask) else 1.0
+        report = QuantizeReport(None, scheme, len(images), len(one_mask), one_agree, len(two_mask), two_agree)
+        if report.agreement < min_agreement:
+            if not force:
+                raise AgreementError(_refusal(report, min_agreement))
+            log.warning("writing it anyway (--force): %s", _refusal(report, min_agreement))
+            report.forced = True
+        features = cpu_features()
+        info = {"method": "onnxruntime static QDQ", "scheme": scheme, "activations": "uint8",
+                "weights": ("int8 limited to 7 bits" if scheme == "u8s7" else "uint8") + (" per-channel" if per_channel else ""),
+                "calibration_images": len(images), "held_out_images": report.held_out_images,
+                "label_agreement_fp32": round(report.agreement, 4), "one_mask_agreement": round(one_agree, 4),
+                "two_mask_agreement": round(two_agree, 4), "forced": report.forced,
+                "quantized_on": {"cpu": cpu_model(), "features": features, "int8_arithmetic": int8_arithmetic(features)},
                 "source_sha256": metadata.get("pcedge.content_sha256", "")}
+        model = onnx.load(str(quantized))
         _restamp(model, {"pcedge.quantization": json.dumps(info)})
         final = Path(tmp) / "final.onnx"
         onnx.save_model(model, str(final))
         onnx.checker.check_model(str(final), full_check=True)
-        os.replace(final, out_path)
-    return QuantizeReport(out_path, len(images), agreement)
+        publish(final, out_path)
+    report.path = out_path
+    return report
 
 
-def _label_agreement(fp32: Path, int8: Path, images: np.ndarray) -> float:
+def _refusal(report: QuantizeReport, min_agreement: float) -> str:
+    return (f"INT8 and FP32 labels agree on only {100 * report.agreement:.1f}% of {report.held_out_images} masked images of "
+            f"held-out frames (one-mask {100 * report.one_mask_agreement:.1f}%, two-mask {100 * report.two_mask_agreement:.1f}%), "
+            f"below --min-agreement {min_agreement:g}. Likely cause: 8-bit activations are too coarse for this model's "
+            f"masked images (a model not fine-tuned with masks has small margins between classes on them). Try: more and "
+            f"more representative --calibration images (frames from the camera that will run it); fine-tuning with masks "
+            f"(pcedge finetune); or keep the FP32 model. --force writes it anyway.")
+
+
+def label_agreement(fp32: Path, int8: Path, images: np.ndarray) -> float:
+    """Fraction of ``images`` on which the two models' top-1 labels agree (ONNX Runtime CPU)."""
+    labels = [onnx_labels(path, images) for path in (fp32, int8)]
+    return float((labels[0] == labels[1]).mean())
+
+
+def onnx_labels(path: str | Path, images: np.ndarray, batch: int = 36) -> np.ndarray:
+    """Top-1 labels of ``images`` under ONNX Runtime CPU (the in-graph ArgMax when the model has one)."""
     import onnxruntime as ort
 
-    labels = []
-    for path in (fp32, int8):
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
-        output = "labels" if "labels" in names else names[0]
-        chunks = np.array_split(images, max(1, len(images) // 16))
-        out = np.concatenate([session.run([output], {"images": chunk})[0] for chunk in chunks])
-        labels.append(out if output == "labels" else out.argmax(axis=1))
-    return float((labels[0] == labels[1]).mean())
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    output = "labels" if "labels" in names else names[0]
+    chunks = [images[i : i + batch] for i in range(0, len(images), batch)]
+    out = np.concatenate([session.run([output], {session.get_inputs()[0].name: chunk})[0] for chunk in chunks])
+    return out if output == "labels" else out.argmax(axis=1)
+
+
+def saturation_risk(metadata: dict[str, str], features: list[str] | None = None) -> str | None:
+    """A warning when an INT8 model's labels on this CPU may differ from other CPUs' (None when they cannot).
+
+    Models from pcedge before the ``u8s7`` scheme (or other tools) use full 8-bit weights; on x86 without
+    VNNI their products saturate. ``features``: this CPU's flags (read from /proc/cpuinfo by default).
+    """
+    raw = metadata.get("pcedge.quantization")
+    if raw is None:
+        return None
+    info = json.loads(raw)
+    if info.get("scheme") in SCHEMES:
+        return None
+    flags = cpu_features() if features is None else features
+    here = int8_arithmetic(flags)
+    return (f"this INT8 model has full 8-bit int8 weights (no pcedge scheme recorded): on x86 CPUs without VNNI its "
+            f"products saturate, so its labels depend on the CPU (here: {here}). Re-quantize it with pcedge quantize "
+            f"(scheme u8s7) and certify it on the CPU family that runs it")
 
 
 def _restamp(model, extra: dict[str, str]) -> None:

@@ -35,7 +35,8 @@ def fashion_trained(tmp_path_factory) -> TrainedModel:
     """fashion-cnn trained briefly with 10x10 masks (the tests use a 4x4 patch, 4 masks per axis) on 4,000 real images.
 
     A few seconds; trained so that certification and attacks face real outcomes (certified and
-    uncertified images, labels a patch can flip).
+    uncertified images, labels a patch can flip). Deterministic on every machine: fixed initial
+    weights and seed, one thread, deterministic algorithms (a thread count changes float sums).
     """
     if not (FASHION / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST not installed (Debian package dataset-fashion-mnist; make system-deps)")
@@ -46,11 +47,17 @@ def fashion_trained(tmp_path_factory) -> TrainedModel:
     from pcedge.finetune import FinetuneConfig, preprocess_dataset, train
     from pcedge.preprocess import PreprocessSpec
 
+    import torch
+
+    torch.use_deterministic_algorithms(True)
     loaded = load_model("fashion-cnn")
     d = loaded.defaults
     spec = PreprocessSpec(input_size=d["image_size"], crop_pct=1.0, mean=d["mean"], std=d["std"], class_names=d["labels"])
     images, labels = preprocess_dataset(load_dataset(FASHION, split="train"), spec, np.arange(4000), progress=False)
-    train(loaded.module, images, labels, FinetuneConfig(epochs=2, lr=3e-3, mask_size=(10, 10)), progress=False)
+    try:
+        train(loaded.module, images, labels, FinetuneConfig(epochs=2, lr=3e-3, mask_size=(10, 10), threads=1), progress=False)
+    finally:
+        torch.use_deterministic_algorithms(False)
     path = tmp_path_factory.mktemp("fashion") / "fashion_cnn.onnx"
     export_onnx(loaded.module, path, image_size=28, mean=d["mean"], std=d["std"], crop_pct=1.0, labels=d["labels"],
                 exporter="torchscript", source_name="fashion-cnn (test)")

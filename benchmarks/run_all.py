@@ -42,7 +42,7 @@ def export_resnet(name: str) -> Path:
 
     Written to the pcedge cache (tens of MB: not for the repository).
     """
-    from pcedge.sample_data import cache_dir
+    from pcedge._cache import cache_dir
 
     path = cache_dir() / "bench-models" / f"{name}_random.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +60,7 @@ def int8(model: Path) -> Path:
     """An INT8 copy (pcedge quantize, calibrated on camera-like frames, whole and masked), cached."""
     from pcedge.bench import camera_frames
     from pcedge.quantize import quantize_int8
-    from pcedge.sample_data import cache_dir
+    from pcedge._cache import cache_dir
 
     path = cache_dir() / "bench-models" / f"{model.stem}.int8.onnx"
     if not path.exists():

@@ -73,6 +73,16 @@ def camera_frames(count: int, size: tuple[int, int] = FRAME_SIZE) -> list[np.nda
                 for _ in range(count)]
 
 
+def held_out_camera_frames(count: int, size: tuple[int, int] = FRAME_SIZE) -> list[np.ndarray]:
+    """Camera-like views of other photos than :func:`camera_frames` (foolbox's ImageNet samples): frames that
+    calibration or tuning on ``camera_frames`` has never seen."""
+    from .sample_data import foolbox_samples
+    from .video.democlip import camera_view
+
+    photos = [cv2.imread(str(path), cv2.IMREAD_COLOR) for path, _ in foolbox_samples("imagenet")]
+    return [camera_view(photos[i % len(photos)], 0.5 * (i // len(photos)) % 1.0, size)[0] for i in range(count)]
+
+
 def timed(fn: Callable[[np.ndarray], Any], frames: list[np.ndarray], warmup: int) -> tuple[list[float], list[Any]]:
     for frame in frames[:warmup]:
         fn(frame)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 
 from .datasets import Dataset
 from .defense import CASES, double_masking_table, is_certified
+from .files import publish
 from .errors import ConfigError, DatasetError
 from .machine import machine_info
 from .runtime.driver import PatchCleanser
@@ -51,7 +51,7 @@ class Tables:
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez_compressed(tmp, positions=self.positions, labels=self.labels, undefended=self.undefended,
                             tables=self.tables, meta=np.array(json.dumps(self.meta, sort_keys=True)))
-        os.replace(tmp, path)
+        publish(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> "Tables":

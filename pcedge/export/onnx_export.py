@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._optional import is_available, require
+from ..files import publish
 from ..errors import ExportError, PcedgeError
 from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 
@@ -103,7 +104,7 @@ def export_onnx(
         used = _run_exporter(head, sample, tmp, opset, exporter, argmax, max_batch)
         _finalize(tmp, spec, source_name, used, opset, num_classes, argmax)
         parity = check_parity(model, tmp, spec, tolerance=tolerance)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except PcedgeError:
         raise
     except Exception as exc:  # noqa: BLE001 - the exporters raise anything; report it as an export failure

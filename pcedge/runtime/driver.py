@@ -2,14 +2,23 @@
 
 Per frame: the writer turns the frame into K one-mask images directly in the engine's input buffer
 (one pass, no intermediate tensors), one engine call classifies them, and ``pcedge.defense`` decides.
-Only when masks disagree does a second round run: the two-mask images of a disagreeing mask (K-1 of
-them, minus labels already known since z_ij = z_ji) go into one engine call, and the first disagreer
-that survives ends the round. ``second_round="all"`` instead classifies every disagreer's images in one
-call (fewer calls, more images); the default is whichever benchmarks/RESULTS.md measured faster.
+Only when masks disagree does a second round run over the two-mask images of each disagreeing mask
+(K-1 of them, minus labels already known since z_ij = z_ji); a disagreer is rejected by its first
+contradicting label and the first one that survives ends the round. How many of those images go into
+one engine call is the schedule:
+
+- ``"auto"`` (default): chunk sizes chosen from this engine's own latency-versus-batch curve (measured
+  once, cached; :mod:`pcedge.runtime.latency`) to minimise the expected time: small chunks where an
+  image costs the same at any batch (CPUs), one large call where a call's fixed cost dominates (GPUs).
+- ``"per-disagreer"``: all of a disagreer's images in one call.
+- ``"all"``: every disagreer's images in as few calls as the engine holds.
+
+Every schedule returns exactly the label of DESIGN.md's steps 1-4; only the work differs.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,14 +26,26 @@ from typing import Any
 
 import numpy as np
 
-from ..defense import Decision, double_masking
-from ..errors import ConfigError, EngineError
+from ..alarm import AlarmState, level_of_case
+from ..defense import Decision, contradiction_first_order, double_masking, index_order
+from ..errors import ConfigError, EngineError, PcedgeError
 from ..masks import MaskSet, create_mask_set
 from ..preprocess import PreprocessSpec, as_hwc_uint8, read_onnx_metadata, resolve_spec
 from .base import Engine
+from .latency import LatencyCurve, LatencyCurveCache, chunk_sequence, engine_latency_curve, plan_first_chunks
 from .masking import CudaMaskWriter, write_frame, write_masked_frame
 
-SECOND_ROUND_MODES = ("per-disagreer", "all")
+log = logging.getLogger("pcedge.driver")
+
+SECOND_ROUND_MODES = ("auto", "per-disagreer", "all")
+REJECT_PROBABILITY = 0.4
+"""Chance that one two-mask label contradicts the disagreer it checks, for the schedule's expected cost.
+
+Measured: 0.43 over every (disagreer, j) pair of EfficientNet-Lite0's full label tables on 70 camera-like
+frames (benchmarks/RESULTS.md, "Second round"), higher for the first labels of the contradiction-first
+order. The plan is insensitive to it where it matters: with a per-image cost s and a per-call cost a,
+one image per call wins whenever p > a / (s + a) (0.16 for Lite0 on ONNX Runtime CPU), and one call
+for everything wins whenever the call's fixed cost dominates (GPUs)."""
 
 
 @dataclass
@@ -39,21 +60,28 @@ class Result:
     timings_ms: dict[str, float]
     backend: str
     one_mask_labels: list[int] = field(default_factory=list)
+    passing_mask: int | None = None  # the disagreer that survived the second round (case "disagreer"): where the patch was
+    stream_alarm: AlarmState | None = None  # set by pcedge.video.stream: the stream's k-of-n alarm after this frame
+
+    @property
+    def level(self) -> str:
+        """``clear`` (masks agree), ``uncertain`` (they disagree, no patch signature) or ``patch`` (see :mod:`pcedge.alarm`)."""
+        return level_of_case(self.case)
 
     @property
     def alert(self) -> bool:
-        """Masks disagreed: the frame may carry a patch (or is simply hard)."""
-        return self.case != "agreed"
+        """This frame carries the patch signature: one mask's removal explains the disagreement."""
+        return self.level == "patch"
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "level": self.level}
 
 
 class PatchCleanser:
     """Double masking over any :class:`Engine`, for numpy BGR frames (as OpenCV delivers them)."""
 
-    def __init__(self, engine: Engine, mask_set: MaskSet, spec: PreprocessSpec, *, second_round: str = "per-disagreer",
-                 budget: int | None = None, frame_order: str = "BGR") -> None:
+    def __init__(self, engine: Engine, mask_set: MaskSet, spec: PreprocessSpec, *, second_round: str = "auto",
+                 budget: int | None = None, frame_order: str = "BGR", latency_cache: LatencyCurveCache | None = None) -> None:
         if second_round not in SECOND_ROUND_MODES:
             raise ConfigError(f"second_round must be one of {SECOND_ROUND_MODES}, got {second_round!r}")
         if tuple(spec.input_size) != mask_set.image_size:
@@ -70,6 +98,34 @@ class PatchCleanser:
         self._one_mask = np.arange(len(mask_set), dtype=np.int32)
         self._cuda_writer = CudaMaskWriter(mask_set, engine.max_batch) if engine.device == "cuda" else None
         self._frame_on_device = None
+        self.latency_curve: LatencyCurve | None = None
+        self._first_chunks: tuple[int, ...] | None = None
+        self._ask_order = index_order
+        if second_round == "auto" and len(mask_set) > 1:
+            self._plan_second_round(latency_cache)
+
+    def _plan_second_round(self, cache: LatencyCurveCache | None) -> None:
+        """Chunk sizes from the engine's latency curve; without a curve, one call per disagreer (said once)."""
+        largest = min(self.engine.max_batch, len(self.mask_set) - 1)
+        try:
+            self.latency_curve, origin = engine_latency_curve(self.engine, largest, cache)
+        except (PcedgeError, RuntimeError, OSError) as exc:
+            log.warning("%s: cannot measure its latency per batch size (%s); the second round makes one call per "
+                        "disagreer instead", self.engine.name, exc)
+            self.second_round = "per-disagreer"
+            return
+        self._first_chunks = plan_first_chunks(self.latency_curve, largest, REJECT_PROBABILITY)
+        self._ask_order = contradiction_first_order(self.mask_set.centre_distances())
+        log.debug("%s latency curve (%s): %s", self.engine.name, origin, self.latency_curve.describe())
+
+    @property
+    def schedule(self) -> str:
+        """The second round's schedule in words, e.g. ``auto: 1,1,1,... images per call`` (for logs and reports)."""
+        if self._first_chunks is None:
+            return self.second_round
+        chunks = chunk_sequence(self._first_chunks, len(self._first_chunks) - 1)
+        shown = ",".join(str(c) for c in chunks[:4]) + (",..." if len(chunks) > 4 else "")
+        return f"auto: {shown} images per call, likeliest contradictions first"
 
     # ------------------------------------------------------------------------------- construction
     @classmethod
@@ -79,7 +135,13 @@ class PatchCleanser:
         """Engine, spec (from the model's metadata) and mask set in one call."""
         from .backends import create_engine
 
-        spec = resolve_spec(spec_overrides or {}, read_onnx_metadata(path))
+        from ..quantize import saturation_risk
+
+        metadata = read_onnx_metadata(path)
+        risk = saturation_risk(metadata)
+        if risk:
+            log.warning("%s: %s", Path(path).name, risk)
+        spec = resolve_spec(spec_overrides or {}, metadata)
         mask_set = create_mask_set(spec.input_size, patch, masks_per_axis=masks_per_axis, stride=stride, two_patches=two_patches,
                                    mask_size=mask_size)
         k = len(mask_set)
@@ -119,7 +181,8 @@ class PatchCleanser:
             "total": (t3 - t0) * 1e3,
         }
         return Result(decision.label, self.class_name(decision.label), decision.case, list(decision.disagreers),
-                      decision.two_mask_passes + second["prefetched"], timings, self.engine.describe(), [int(v) for v in one_mask])
+                      decision.two_mask_passes + second["prefetched"], timings, self.engine.describe(), [int(v) for v in one_mask],
+                      decision.passing_mask)
 
     def predict_undefended(self, frame: np.ndarray) -> int:
         """The plain model's label for the unmasked frame (what an unprotected camera reports)."""
@@ -185,7 +248,10 @@ class PatchCleanser:
         if self.second_round == "all" and not (one_mask == one_mask[0]).all():
             self._prefetch_all_disagreers(frame, one_mask, known, second)
         budget = None if self.budget is None else self.budget - second["prefetched"]
-        return double_masking(one_mask, two_mask_labels, budget=budget, known=known)
+        plan = self._first_chunks
+        chunk_size = None if plan is None else (lambda remaining: plan[min(remaining, len(plan) - 1)])
+        return double_masking(one_mask, two_mask_labels, chunk_size=chunk_size, budget=budget, known=known,
+                              order=self._ask_order)
 
     def _prefetch_all_disagreers(self, frame: Any, one_mask: np.ndarray, known: dict, second: dict) -> None:
         """Classify every disagreer's two-mask images in as few calls as the engine allows."""

@@ -162,6 +162,14 @@ class OrtEngine(Engine):
     def describe(self) -> str:
         return f"{self.backend} ({self.providers[0] if self.providers else 'inactive'})"
 
+    def identity(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        from .trt_cache import file_sha256
+
+        return {"model_sha256": file_sha256(self.model_path), "engine": self.describe(), "fp16": self._fp16,
+                "threads": self._threads, "max_batch": self._max_batch, "onnxruntime": ort.__version__}
+
     def _buffer(self) -> Any:
         return self._host if self.device == "cpu" else _OrtDeviceView(self._device_value, self._meta)
 

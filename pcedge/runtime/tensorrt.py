@@ -202,6 +202,10 @@ class TensorRTEngine(Engine):
     def describe(self) -> str:
         return f"tensorrt ({self.precision})"
 
+    def identity(self) -> dict[str, Any]:
+        return {"model_sha256": file_sha256(self.onnx_path), "engine": self.describe(), "profile": list(self.profile),
+                "tensorrt": self._trt.__version__}
+
     def _buffer(self) -> _DeviceBuffer:
         return self._in_buf
 

@@ -16,6 +16,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .._cache import cache_dir
+from ..files import publish
 from ..errors import ConfigError
 
 log = logging.getLogger("pcedge.trt_cache")
@@ -63,8 +65,7 @@ class EngineCache:
     """A folder of serialized engines. Unwritable folders degrade to building in memory, with a warning."""
 
     def __init__(self, folder: str | Path | None = None) -> None:
-        default = Path(os.environ.get("PCEDGE_CACHE", Path.home() / ".cache" / "pcedge")) / "trt"
-        self.folder = Path(folder) if folder else default
+        self.folder = Path(folder) if folder else cache_dir("trt")
 
     def path_for(self, key: EngineKey) -> Path:
         return self.folder / f"engine-{key.digest()}.plan"
@@ -107,7 +108,7 @@ class EngineCache:
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(MAGIC + header + b"\n" + payload)
-                os.replace(tmp, path)
+                publish(tmp, path)
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)

@@ -15,6 +15,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ..alarm import LEVELS
 from ..runtime.driver import Result
 
 
@@ -29,7 +30,7 @@ class FrameLog:
             self._file = open(self.path, "w", encoding="utf-8")
         self.latencies: list[float] = []
         self.cases: Counter[str] = Counter()
-        self.alerts = 0
+        self.levels: Counter[str] = Counter()
         self.passes = 0
         self.started = time.time()
         self._first: float | None = None
@@ -39,10 +40,12 @@ class FrameLog:
               undefended: int | None = None) -> dict[str, Any]:
         record: dict[str, Any] = {
             "index": index, "timestamp": round(captured_at, 6), "label": result.label, "class_name": result.class_name,
-            "case": result.case, "alert": result.alert, "disagreers": result.disagreers,
+            "case": result.case, "level": result.level, "disagreers": result.disagreers,
             "two_mask_passes": result.two_mask_passes,
             "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()}, "dropped": dropped,
         }
+        if result.stream_alarm is not None:
+            record["alarm"] = result.stream_alarm.active
         if name:
             record["name"] = name
         if undefended is not None:
@@ -52,7 +55,7 @@ class FrameLog:
         self._last = now
         self.latencies.append(result.timings_ms["total"])
         self.cases[result.case] += 1
-        self.alerts += int(result.alert)
+        self.levels[result.level] += 1
         self.passes += result.two_mask_passes
         self._emit(record)
         return record
@@ -61,7 +64,7 @@ class FrameLog:
         self._emit({"event": kind, **fields})
 
     def summary(self, **extra: Any) -> dict[str, Any]:
-        """Frames, latency percentiles (ms), FPS over the processing span, alert rate, cases."""
+        """Frames, latency percentiles (ms), FPS over the processing span, alarm levels, cases."""
         lat = np.asarray(self.latencies, dtype=np.float64)
         frames = int(lat.size)
         span = (self._last - self._first) if frames > 1 and self._first is not None and self._last is not None else 0.0
@@ -72,7 +75,8 @@ class FrameLog:
             "p90_ms": round(float(np.percentile(lat, 90)), 3) if frames else None,
             "p99_ms": round(float(np.percentile(lat, 99)), 3) if frames else None,
             "fps": round((frames - 1) / span, 3) if span > 0 else None,
-            "alert_rate": round(self.alerts / frames, 4) if frames else None,
+            "levels": {level: self.levels.get(level, 0) for level in LEVELS},
+            "patch_rate": round(self.levels.get("patch", 0) / frames, 4) if frames else None,
             "cases": dict(self.cases),
             "two_mask_passes": self.passes,
             "wall_s": round(time.time() - self.started, 3),
@@ -99,15 +103,21 @@ def format_summary(summary: dict[str, Any]) -> str:
         value = summary.get(key)
         return "-" if value is None else f"{value:.1f}"
 
-    rate = summary.get("alert_rate")
+    frames = summary["frames"]
+    levels = summary.get("levels", {})
+    shares = ", ".join(f"{level} {levels.get(level, 0)} ({100 * levels.get(level, 0) / frames:.0f}%)" if frames else f"{level} 0"
+                       for level in LEVELS)
     lines = [
-        f"frames processed   {summary['frames']}",
+        f"frames processed   {frames}",
         f"latency ms         mean {ms('mean_ms')}  p50 {ms('p50_ms')}  p90 {ms('p90_ms')}  p99 {ms('p99_ms')}",
         f"throughput         {'-' if summary.get('fps') is None else format(summary['fps'], '.1f')} FPS",
-        f"alerts             {summary['cases'].get('disagreer', 0) + summary['cases'].get('majority', 0) + summary['cases'].get('budget', 0)}"
-        f" ({'-' if rate is None else format(100 * rate, '.1f')}% of frames; cases {summary['cases']})",
-        f"second-round passes {summary['two_mask_passes']}",
+        f"frame levels       {shares}",
     ]
+    if "alarm_window" in summary:
+        lines.append(f"stream alarm       raised {summary.get('alarms_raised', 0)} time(s), active on "
+                     f"{summary.get('alarm_frames', 0)} frame(s) (patch on {summary['alarm_window']} frames)")
+    lines.append(f"second round       {summary['two_mask_passes']} two-mask images"
+                 + (f" ({summary['schedule']})" if summary.get("schedule") else ""))
     source = summary.get("source", {})
     if source:
         lines.append(f"source             read {source.get('read', 0)}, dropped {source.get('dropped', 0)}, "

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from ..alarm import DEFAULT_WINDOW, StreamAlarm
 from ..errors import ConfigError
 from ..runtime.driver import PatchCleanser, Result
 from .framelog import FrameLog
@@ -20,15 +21,19 @@ log = logging.getLogger(__name__)
 
 
 def stream(source: str | int | Path | FrameSource, model: PatchCleanser, *, options: SourceOptions | None = None,
-           fps_limit: float = 0.0, stop: threading.Event | None = None) -> Iterator[tuple[Result, Frame]]:
+           fps_limit: float = 0.0, stop: threading.Event | None = None,
+           alarm: str | StreamAlarm = DEFAULT_WINDOW) -> Iterator[tuple[Result, Frame]]:
     """Yield ``(result, frame)`` for each frame the model processes; ``frame.image`` is the BGR frame.
 
     ``source`` is a URI (see :mod:`pcedge.video.sources`) or an open :class:`FrameSource`; a URI is
     opened here and closed when the loop ends, breaks or raises. ``fps_limit`` caps the processing rate
-    (live sources then drop the frames in between; file sources are slowed to that rate).
+    (live sources then drop the frames in between; file sources are slowed to that rate). ``result.level``
+    is the frame's alarm level and ``result.stream_alarm`` the stream's ``alarm`` ("k/n": raised while at
+    least k of the last n frames show the patch signature) after that frame.
     """
     if fps_limit < 0:
         raise ConfigError(f"fps_limit must be >= 0, got {fps_limit}")
+    stream_alarm = alarm if isinstance(alarm, StreamAlarm) else StreamAlarm.from_text(alarm)
     owned = not isinstance(source, FrameSource)
     src = open_source(source, options) if owned else source
     period = 1.0 / fps_limit if fps_limit else 0.0
@@ -42,7 +47,9 @@ def stream(source: str | int | Path | FrameSource, model: PatchCleanser, *, opti
                 if delay > 0:
                     time.sleep(delay)
                 next_due = max(next_due + period, time.monotonic())
-            yield model.predict(frame.image), frame
+            result = model.predict(frame.image)
+            result.stream_alarm = stream_alarm.update(result.level)
+            yield result, frame
     finally:
         if owned:
             src.close()
@@ -58,6 +65,7 @@ class RunOptions:
     max_frames: int = 0  # 0 = until the source ends
     show_masks: bool = True
     show_undefended: bool = False  # one extra unmasked inference per frame (CPU engines)
+    alarm: str = DEFAULT_WINDOW  # stream alarm: k of the last n frames at the patch level
 
 
 def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, run_options: RunOptions,
@@ -68,6 +76,7 @@ def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, ru
     recorded file stays playable after Ctrl-C or SIGTERM.
     """
     stop = stop or threading.Event()
+    alarm = StreamAlarm.from_text(run_options.alarm)  # refuse a bad window before opening anything
     source = open_source(source_uri, source_options)
     framelog = FrameLog(run_options.log_path)
     output = None
@@ -76,7 +85,7 @@ def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, ru
         output = open_output(run_options.output, fps=run_options.fps_limit or source.fps or 30.0)
         log.info("source: %s; output: %s; engine: %s", source.description, output.description, model.engine.describe())
         window: list[float] = []
-        for result, frame in stream(source, model, fps_limit=run_options.fps_limit, stop=stop):
+        for result, frame in stream(source, model, fps_limit=run_options.fps_limit, stop=stop, alarm=alarm):
             undefended = model.predict_undefended(frame.image) if run_options.show_undefended else None
             for gap in source.stats.gaps[gaps_logged:]:
                 framelog.event("gap", **gap)
@@ -102,8 +111,10 @@ def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, ru
             output.close()
     for gap in source.stats.gaps[gaps_logged:]:  # an outage after the last frame (a source given up)
         framelog.event("gap", **gap)
-    summary = framelog.summary(source=source.stats.as_dict(), engine=model.engine.describe(),
+    summary = framelog.summary(source=source.stats.as_dict(), engine=model.engine.describe(), schedule=model.schedule,
                                masks=len(model.mask_set), threat=model.mask_set.threat.describe(),
+                               alarm_window=alarm.window_text, alarms_raised=alarm.raised_count,
+                               alarm_frames=alarm.active_frames,
                                output=(output.failed or f"{output.description}: {output.written} frames") if output else "",
                                interrupted=stop.is_set())
     framelog.close(summary)

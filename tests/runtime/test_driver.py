@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,8 @@ from pcedge.masks import MaskSet
 from pcedge.preprocess import PreprocessSpec, masked_batch_reference, preprocess_reference
 from pcedge.runtime.backends import create_engine, resolve_backends
 from pcedge.runtime.driver import PatchCleanser
+from pcedge.runtime.latency import LatencyCurveCache
+from tests.runtime.test_latency import FailsAboveTwo
 from pcedge.runtime.ort import OrtEngine
 from pcedge.runtime.torch_eager import TorchEngine, original_double_masking
 from tests.models import build
@@ -50,7 +54,7 @@ def frames(count: int, seed: int = 0) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("arch", ["cnn", "region"])
-@pytest.mark.parametrize("second_round", ["per-disagreer", "all"])
+@pytest.mark.parametrize("second_round", ["auto", "per-disagreer", "all"])
 def test_driver_equals_table_decision(onnx_models, arch, second_round):
     ms = MaskSet.square(32, 5, masks_per_axis=3)
     with PatchCleanser.from_onnx(onnx_models[arch], backend="ort", patch="5", masks_per_axis=3,
@@ -70,6 +74,57 @@ def test_driver_equals_table_decision(onnx_models, arch, second_round):
             cases.add(result.case)
         if arch == "region":
             assert {"disagreer", "majority"} <= cases, f"the second round must be exercised, saw {cases}"
+
+
+class CountingEngine(OrtEngine):
+    """A real ONNX Runtime engine that records the batch size of every call."""
+
+    calls: list[int]
+
+    def _infer(self, n):
+        self.calls.append(n)
+        return super()._infer(n)
+
+
+@pytest.mark.parametrize("second_round", ["auto", "per-disagreer", "all"])
+def test_two_mask_passes_count_the_images_actually_classified(onnx_models, tmp_path, second_round):
+    ms = MaskSet.square(32, 5, masks_per_axis=3)
+    engine = CountingEngine(onnx_models["region"], max_batch=len(ms) * (len(ms) - 1))
+    engine.calls = []
+    with PatchCleanser(engine, ms, SPEC, second_round=second_round, latency_cache=LatencyCurveCache(tmp_path)) as pc:
+        for frame in frames(24):
+            engine.calls = []
+            result = pc.predict(frame)
+            assert engine.calls[0] == len(ms)  # the one-mask round
+            assert result.two_mask_passes == sum(engine.calls[1:])
+
+
+def test_auto_schedule_uses_small_chunks_on_a_cpu(onnx_models, tmp_path):
+    """On ONNX Runtime CPU an image costs about the same at any batch, so the schedule asks for few at a time."""
+    ms = MaskSet.square(32, 5, masks_per_axis=3)
+    engine = CountingEngine(onnx_models["region"], max_batch=len(ms) * (len(ms) - 1))
+    engine.calls = []
+    with PatchCleanser(engine, ms, SPEC, latency_cache=LatencyCurveCache(tmp_path)) as pc:
+        assert pc.latency_curve is not None and pc.schedule.startswith("auto: ")
+        auto_passes = sum(pc.predict(f).two_mask_passes for f in frames(24))
+    with PatchCleanser.from_onnx(onnx_models["region"], backend="ort", patch="5", masks_per_axis=3,
+                                 second_round="per-disagreer") as pc:
+        assert pc.schedule == "per-disagreer"
+        per_disagreer_passes = sum(pc.predict(f).two_mask_passes for f in frames(24))
+    assert 0 < auto_passes <= per_disagreer_passes
+
+
+def test_unmeasurable_curve_falls_back_to_one_call_per_disagreer_and_says_so_once(onnx_models, tmp_path, caplog):
+    ms = MaskSet.square(32, 5, masks_per_axis=3)
+    engine = FailsAboveTwo(onnx_models["region"], max_batch=len(ms))
+    with caplog.at_level(logging.WARNING, logger="pcedge.driver"):
+        with PatchCleanser(engine, ms, SPEC, latency_cache=LatencyCurveCache(tmp_path)) as pc:
+            engine.healthy = True
+            results = [pc.predict(f) for f in frames(6)]
+    warnings = [r for r in caplog.records if "cannot measure its latency" in r.getMessage()]
+    assert len(warnings) == 1 and "one call per disagreer" in warnings[0].getMessage()
+    assert pc.second_round == "per-disagreer" and pc.latency_curve is None
+    assert all(r.case in ("agreed", "disagreer", "majority") for r in results)
 
 
 def test_label_table_matches_independent_onnxruntime_computation(onnx_models):

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from pcedge.alarm import AlarmState
 from pcedge.errors import ConfigError
 from pcedge.masks import MaskSet
 from pcedge.preprocess import PreprocessSpec
@@ -21,7 +22,7 @@ from pcedge.runtime.driver import PatchCleanser, Result
 from pcedge.video import RunOptions, SourceOptions, run, stream
 from pcedge.video.democlip import make_demo_clip, max_patch_side_in_frame
 from pcedge.video.outputs import FolderOutput, VideoFileOutput, open_output
-from pcedge.video.overlay import draw_overlay, model_window_to_frame
+from pcedge.video.overlay import ALARM_COLOUR, LEVEL_COLOURS, MASK_COLOUR, draw_overlay, model_window_to_frame
 from tests.models import export_test_model
 from tests.video.clips import count_frames, numbered_frame, write_numbered_clip
 
@@ -68,7 +69,11 @@ def test_run_writes_log_video_and_summary(model_path, clip, tmp_path):
     assert summary["frames"] == 30 and summary["source"]["dropped"] == 0
     assert summary["p50_ms"] <= summary["p90_ms"] <= summary["p99_ms"]
     assert sum(summary["cases"].values()) == 30
-    assert summary["alert_rate"] == pytest.approx(sum(rec["alert"] for rec in frames) / 30)
+    assert summary["levels"] == {level: sum(rec["level"] == level for rec in frames) for level in ("clear", "uncertain", "patch")}
+    assert summary["patch_rate"] == pytest.approx(summary["levels"]["patch"] / 30, abs=1e-4)
+    assert all(rec["level"] == {"agreed": "clear", "disagreer": "patch"}.get(rec["case"], "uncertain") for rec in frames)
+    assert all(isinstance(rec["alarm"], bool) for rec in frames)
+    assert summary["alarm_window"] == "3/5" and summary["alarm_frames"] == sum(rec["alarm"] for rec in frames)
     assert count_frames(out) == 30 and not out.with_name("annotated.partial.mp4").exists()
 
 
@@ -111,13 +116,20 @@ def test_overlay_maps_masks_back_to_the_frame():
     assert model_window_to_frame(np.array([0, 0, 64, 64]), spec, 512, 512) == (32, 32, 160, 160)
     ms = MaskSet.square(224, 32, masks_per_axis=6)
     frame = np.full((512, 512, 3), 100, np.uint8)
-    result = Result(3, "cat", "disagreer", [0], 35, {"total": 12.0}, "ort")
+    result = Result(3, "cat", "disagreer", [0, 35], 35, {"total": 12.0}, "ort", passing_mask=0,
+                    stream_alarm=AlarmState(active=False, hits=2, window=5))
     drawn = draw_overlay(frame, result, fps=10, undefended="toaster", mask_set=ms, spec=spec)
     assert drawn.shape == frame.shape and (frame == 100).all(), "the input frame must not be modified"
-    assert (drawn[100, 32] == (0, 190, 255)).all(), "the disagreeing mask's edge is drawn where it lies in the frame"
-    assert (drawn[-1, 256] == (40, 40, 230)).all(), "an alert draws a red border"
+    assert (drawn[100, 32] == LEVEL_COLOURS["patch"]).all(), "the mask that explains the patch is drawn in red where it lies"
+    assert (drawn[400, 480] == MASK_COLOUR).all(), "another disagreeing mask is drawn in amber"
+    assert (drawn[5, 500] == LEVEL_COLOURS["patch"]).all(), "a patch frame has a red banner"
+    assert (drawn[-1, 500] == 100).all(), "no stream alarm, no border"
+    alarmed = Result(**{**result.__dict__, "stream_alarm": AlarmState(active=True, hits=3, window=5)})
+    assert (draw_overlay(frame, alarmed)[-1, 500] == ALARM_COLOUR).all(), "a raised stream alarm draws a red border"
+    unsure = draw_overlay(frame, Result(3, "cat", "majority", [4, 9], 6, {"total": 12.0}, "ort"), mask_set=ms, spec=spec)
+    assert (unsure[5, 500] == LEVEL_COLOURS["uncertain"]).all()
     calm = draw_overlay(frame, Result(3, "cat", "agreed", [], 0, {"total": 12.0}, "ort"))
-    assert (calm[-1, 256] == 100).all()
+    assert (calm[5, 500] == LEVEL_COLOURS["clear"]).all() and (calm[-1, 500] == 100).all()
     gray = draw_overlay(frame[:, :, 0], result)
     assert gray.shape == (512, 512, 3)
 

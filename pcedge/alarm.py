@@ -1,0 +1,99 @@
+"""Alarm levels built on the paper's cases, and a stream-level alarm that needs the patch signature to persist.
+
+Per frame (DESIGN.md section 4):
+
+- ``clear``: every mask gives the same label (case ``agreed``).
+- ``uncertain``: masks disagree and no single mask explains it (case ``majority``, or ``budget`` when the
+  second round was cut short): a hard or unusual frame, not evidence of an attack.
+- ``patch``: removing one mask changes the label and every two-mask check agrees with it (case
+  ``disagreer``): the signature of a patch that the defense removed.
+
+A camera sees the same scene many times a second, so one frame's ``patch`` level is not yet an alarm:
+:class:`StreamAlarm` raises only when at least k of the last n frames carry the signature (``k/n``,
+as video analytics rules are written), and clears when that no longer holds.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+LEVELS = ("clear", "uncertain", "patch")
+LEVEL_OF_CASE = {"agreed": "clear", "majority": "uncertain", "budget": "uncertain", "disagreer": "patch"}
+LEVEL_MEANING = {
+    "clear": "all masks agree",
+    "uncertain": "masks disagree, no patch signature",
+    "patch": "one mask explains the disagreement: a patch was removed",
+}
+DEFAULT_WINDOW = "3/5"
+
+
+def level_of_case(case: str) -> str:
+    """The alarm level of a double-masking case."""
+    try:
+        return LEVEL_OF_CASE[case]
+    except KeyError:
+        raise ConfigError(f"unknown double-masking case {case!r}; expected one of {sorted(LEVEL_OF_CASE)}") from None
+
+
+def parse_window(text: str, *, option: str = "--alarm") -> tuple[int, int]:
+    """``"k/n"`` -> (k, n) with 1 <= k <= n; anything else is refused with the valid form."""
+    parts = str(text).strip().split("/")
+    try:
+        k, n = (int(p) for p in parts)
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: write K/N (alarm when K of the last N frames show the patch "
+                          f"signature), e.g. {DEFAULT_WINDOW}") from None
+    if not 1 <= k <= n:
+        raise ConfigError(f"{option} {text!r}: K/N needs 1 <= K <= N (K patch frames out of the last N), e.g. {DEFAULT_WINDOW}")
+    return k, n
+
+
+@dataclass(frozen=True)
+class AlarmState:
+    """The stream's alarm after a frame: ``active`` now, ``raised``/``cleared`` on the frame it changed."""
+
+    active: bool
+    hits: int  # patch-level frames in the window
+    window: int  # frames in the window so far (<= n)
+    raised: bool = False
+    cleared: bool = False
+
+    def as_dict(self) -> dict:
+        return {"active": self.active, "hits": self.hits, "window": self.window}
+
+
+class StreamAlarm:
+    """k-of-n persistence of the ``patch`` level over the most recent frames of one stream."""
+
+    def __init__(self, k: int = 3, n: int = 5) -> None:
+        if not 1 <= k <= n:
+            raise ConfigError(f"a stream alarm needs 1 <= k <= n, got k={k}, n={n}")
+        self.k, self.n = k, n
+        self._recent: deque[bool] = deque(maxlen=n)
+        self.active = False
+        self.raised_count = 0
+        self.active_frames = 0
+
+    @classmethod
+    def from_text(cls, text: str) -> "StreamAlarm":
+        return cls(*parse_window(text))
+
+    @property
+    def window_text(self) -> str:
+        return f"{self.k}/{self.n}"
+
+    def update(self, level: str) -> AlarmState:
+        """Add one frame's level (``clear``/``uncertain``/``patch``) and return the new state."""
+        if level not in LEVELS:
+            raise ConfigError(f"unknown alarm level {level!r}; expected one of {LEVELS}")
+        self._recent.append(level == "patch")
+        hits = sum(self._recent)
+        active = hits >= self.k
+        raised, cleared = active and not self.active, self.active and not active
+        self.active = active
+        self.raised_count += int(raised)
+        self.active_frames += int(active)
+        return AlarmState(active, hits, len(self._recent), raised, cleared)

@@ -3,10 +3,18 @@
 Per frame (DESIGN.md section 4):
 
 - ``clear``: every mask gives the same label (case ``agreed``).
-- ``uncertain``: masks disagree and no single mask explains it (case ``majority``, or ``budget`` when the
-  second round was cut short): a hard or unusual frame, not evidence of an attack.
-- ``patch``: removing one mask changes the label and every two-mask check agrees with it (case
-  ``disagreer``): the signature of a patch that the defense removed.
+- ``uncertain``: masks disagree without the signature of a patch: no single mask explains it (case
+  ``majority``, or ``budget`` when the second round was cut short), or one does but the disagreeing
+  masks are spread over the image. A hard or unusual frame, not evidence of an attack.
+- ``patch``: removing one mask changes the label, every two-mask check agrees with it (case
+  ``disagreer``), and the disagreement is local: one patch of the threat model, placed somewhere,
+  touches every disagreeing mask (:meth:`pcedge.masks.MaskSet.one_patch_touches`). That is what a patch
+  the defense removed looks like: the masks that cover part of it, and only those, change the label.
+
+Measured on EfficientNet-Lite0 (benchmarks/RESULTS.md, "Alarm levels"): the locality test kept all 16
+frames of the demo's patched segment that reached the disagreer case and removed all 11 clean frames
+that did, whose disagreeing masks (7 to 22 of them) were spread over the whole image. Levels never
+change the defended label; they only say how to read it.
 
 A camera sees the same scene many times a second, so one frame's ``patch`` level is not yet an alarm:
 :class:`StreamAlarm` raises only when at least k of the last n frames carry the signature (``k/n``,
@@ -17,25 +25,32 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Sequence
 
+from .defense import CASES
 from .errors import ConfigError
+from .masks import MaskSet
 
 LEVELS = ("clear", "uncertain", "patch")
-LEVEL_OF_CASE = {"agreed": "clear", "majority": "uncertain", "budget": "uncertain", "disagreer": "patch"}
 LEVEL_MEANING = {
     "clear": "all masks agree",
     "uncertain": "masks disagree, no patch signature",
-    "patch": "one mask explains the disagreement: a patch was removed",
+    "patch": "one mask explains a local disagreement: a patch was removed",
 }
 DEFAULT_WINDOW = "3/5"
 
 
-def level_of_case(case: str) -> str:
-    """The alarm level of a double-masking case."""
-    try:
-        return LEVEL_OF_CASE[case]
-    except KeyError:
-        raise ConfigError(f"unknown double-masking case {case!r}; expected one of {sorted(LEVEL_OF_CASE)}") from None
+def frame_level(case: str, disagreers: Sequence[int], mask_set: MaskSet) -> str:
+    """The alarm level of one frame's double-masking outcome (see the module's docstring)."""
+    if case == "agreed":
+        return "clear"
+    if case in ("majority", "budget"):
+        return "uncertain"
+    if case != "disagreer":
+        raise ConfigError(f"unknown double-masking case {case!r}; expected one of {CASES}")
+    if mask_set.threat.count != 1:  # two-patch sets: any disagreer that survives counts as the signature
+        return "patch"
+    return "patch" if mask_set.one_patch_touches(disagreers) else "uncertain"
 
 
 def parse_window(text: str, *, option: str = "--alarm") -> tuple[int, int]:

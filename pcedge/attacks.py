@@ -157,7 +157,7 @@ def _objective_pairs(mask_set: MaskSet, objective: str, where: list[tuple[int, i
 
 
 def frame_patch(model: Any, views: list[tuple[np.ndarray, int, int]], side: int, spec: PreprocessSpec, labels: list[int], *,
-                steps: int = 150, step_size: float = 0.02, seed: int = 0) -> np.ndarray:
+                steps: int = 150, step_size: float = 0.02, seed: int = 0, on_step: Any = None) -> np.ndarray:
     """One patch that moves the plain model away from ``labels`` on every camera view: a printed patch.
 
     ``views`` are (BGR frame, y, x): the patch's top-left corner in each frame. The frames go through
@@ -165,6 +165,7 @@ def frame_patch(model: Any, views: list[tuple[np.ndarray, int, int]], side: int,
     runtime's writer does, centre crop, normalization), so the patch is optimized where the camera
     sees it. Loss: log-probability mass of ``labels`` minus that of every other class (untargeted),
     signed-gradient steps, the step halved for the last third. Returns the side x side BGR patch.
+    ``on_step()`` is called after every step (progress).
     """
     torch = require("torch", "patch attacks")
     if not views or side < 1:
@@ -200,4 +201,6 @@ def frame_patch(model: Any, views: list[tuple[np.ndarray, int, int]], side: int,
         (grad,) = torch.autograd.grad(loss, patch)
         size = step_size if step < 2 * steps // 3 else step_size / 2
         patch = (patch.detach() - size * grad.sign()).clamp(0, 1)
+        if on_step is not None:
+            on_step()
     return (patch.permute(1, 2, 0).numpy()[:, :, ::-1] * 255).round().astype(np.uint8)

@@ -22,6 +22,7 @@ import numpy as np
 from .datasets import Dataset
 from .defense import CASES, double_masking_table, is_certified
 from .files import publish
+from .progress import progress as progress_bar
 from .errors import ConfigError, DatasetError
 from .machine import machine_info
 from .runtime.driver import PatchCleanser
@@ -95,7 +96,8 @@ def certify(model: PatchCleanser, dataset: Dataset, *, positions: np.ndarray | N
     todo = [int(p) for p in positions if int(p) not in finished]
     rows: list[tuple[int, int, int, np.ndarray]] = []
     last_save = time.monotonic()
-    bar = _progress(len(todo), progress, initial=len(positions) - len(todo), total=len(positions))
+    bar = progress_bar(total=len(todo), desc=f"certifying ({len(positions) - len(todo)} done before)" if len(todo) < len(positions)
+                       else "certifying", unit="image", enabled=progress and bool(todo))
     try:
         for position in todo:
             image = dataset.load(position)
@@ -123,12 +125,6 @@ def _merge(done: Tables, rows: list) -> Tables:
     return Tables(np.concatenate([done.positions, np.array(pos, np.int64)]), np.concatenate([done.labels, np.array(lab, np.int64)]),
                   np.concatenate([done.undefended, np.array(und, np.int64)]),
                   np.concatenate([done.tables, np.stack(tab).astype(np.int16)]), done.meta)
-
-
-def _progress(count: int, enabled: bool, *, initial: int, total: int):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="img", desc="certifying", disable=not enabled or count == 0, smoothing=0.1)
 
 
 # ------------------------------------------------------------------------------------------ report

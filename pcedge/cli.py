@@ -1,6 +1,8 @@
 """The ``pcedge`` command: thin argparse layers over the library, one library call per command.
 
-Expected user errors (PcedgeError) print one line and exit 2; ``--debug`` shows the traceback.
+Expected user errors print one line (``--debug`` shows the traceback). Exit codes: 0 normal end; 1 a
+failure (a model that cannot load, a source that cannot open, a live source lost); 2 bad usage (an
+option's value); 130 after Ctrl-C; 143 after SIGTERM; 141 when the reader of stdout went away.
 """
 
 from __future__ import annotations
@@ -8,18 +10,68 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from .alarm import DEFAULT_WINDOW, parse_window
-from .errors import PcedgeError
+from .errors import ConfigError, PcedgeError
 
 log = logging.getLogger("pcedge")
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples' line breaks and shows defaults."""
+BACKEND_CHOICES = ["auto", "tensorrt", "ort-trt", "ort-cuda", "ort"]
+EXIT_CODES = ("exit codes: 0 normal end; 1 failure (model, source, or a live source lost); 2 bad usage; "
+              "130 Ctrl-C; 143 SIGTERM; 141 stdout closed")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.HelpFormatter):
+    """Keeps the examples' line breaks; shows a default once, and only where it says something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, True, "", argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: give 1 or more")
+    return value
+
+
+def _patch_text(text: str) -> str:
+    """Checks what can be checked without the image size: the syntax, and a percentage within (0, 100]."""
+    from .masks import _PATCH_RE
+
+    match = _PATCH_RE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a patch size: give a percentage of the image ('2%'), "
+                                         f"a side in pixels ('32') or height x width ('32x16')")
+    if match.group(1) is not None and not 0 < float(match.group(1)) <= 100:
+        raise argparse.ArgumentTypeError(f"{text} is not a share of the image: give a percentage above 0 and at most 100, e.g. 2%")
+    if match.group(1) is None and min(int(g) for g in match.groups()[1:] if g) < 1:
+        raise argparse.ArgumentTypeError(f"{text}: a patch is at least 1 pixel on each side")
+    return text
+
+
+def _model_file(text: str) -> Path:
+    """An existing model file; a folder gets the files it holds named."""
+    path = Path(text)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.onnx"))
+        hint = f" (it holds {', '.join(inside)})" if inside else " (it holds no .onnx file)"
+        raise argparse.ArgumentTypeError(f"{text} is a folder: pass the .onnx file inside it{hint}")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text} does not exist (export a model with: pcedge export --model efficientnet-lite0 "
+                                         f"--out model.onnx)")
+    return path
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -36,10 +88,10 @@ def add_mask_options(parser: argparse.ArgumentParser, *, with_size: bool = False
     group = parser.add_argument_group("mask set (threat model)")
     if with_size:
         group.add_argument("--image-size", type=_image_size, default=(224, 224), help="model input size: 224 or HxW")
-    group.add_argument("--patch", default="2%", help="patch size: '2%%' of the image, '32' pixels, or '32x16' (h x w)")
-    group.add_argument("--masks-per-axis", type=int, default=6, help="k masks per axis (K = k*k masks in all)")
-    group.add_argument("--stride", type=int, default=None, help="mask stride in pixels (overrides --masks-per-axis)")
-    group.add_argument("--mask-size", type=int, default=None,
+    group.add_argument("--patch", type=_patch_text, default="2%", help="patch size: '2%%' of the image, '32' pixels, or '32x16' (h x w)")
+    group.add_argument("--masks-per-axis", type=_positive_int, default=6, help="k masks per axis (K = k*k masks in all)")
+    group.add_argument("--stride", type=_positive_int, default=None, help="mask stride in pixels (overrides --masks-per-axis)")
+    group.add_argument("--mask-size", type=_positive_int, default=None,
                        help="fix the mask side in pixels (default: the secure patch + stride - 1); insecure combinations are refused")
     group.add_argument("--two-patches", action="store_true", help="defend against two patches (K*(K-1)/2 union masks)")
 
@@ -49,6 +101,26 @@ def mask_set_from_args(args: argparse.Namespace, image_size: Sequence[int]):
 
     return create_mask_set(image_size, args.patch, masks_per_axis=args.masks_per_axis, stride=args.stride, two_patches=args.two_patches,
                            mask_size=args.mask_size)
+
+
+def announce_engine(model, extra: str = "") -> None:
+    """The one line that says what runs: engine, mask set, threat model, second-round schedule."""
+    log.info("engine: %s; %d masks (%s); second round: %s%s", model.engine.describe(), len(model.mask_set),
+             model.mask_set.threat.describe(), model.schedule, f"; {extra}" if extra else "")
+
+
+def write_json(path: str | Path, data: object) -> None:
+    """A JSON report file, written whole or not at all, readable like the user's other files."""
+    import tempfile
+
+    from .files import publish
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{target.name}.", delete=False, encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+    publish(fh.name, target)
 
 
 # ------------------------------------------------------------------------------------------ masks
@@ -149,41 +221,66 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def _add_inspect(sub) -> None:
     p = sub.add_parser("inspect", help="print an ONNX model's inputs, outputs, metadata and size", formatter_class=_Formatter,
                        epilog="example:\n  pcedge inspect model.onnx")
-    p.add_argument("model", type=Path)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("model", type=_model_file, help="the .onnx file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_inspect)
 
 
 # ------------------------------------------------------------------------------------------ predict
+def image_paths(items: Sequence[str]) -> list[tuple[Path, bool]]:
+    """(path, named explicitly) for image files, folders of images and globs, in order (as ``pcedge run`` reads them)."""
+    from .errors import SourceError
+    from .video.sources import parse_source
+
+    paths: list[tuple[Path, bool]] = []
+    for item in items:
+        spec = parse_source(item)
+        if spec.kind == "image":
+            paths.append((spec.location, True))
+        elif spec.kind == "images":
+            paths.extend((path, False) for path in spec.location)
+        else:
+            raise SourceError(f"{item} is not an image, a folder of images or a glob: for videos, cameras and streams "
+                              f"use pcedge run --source {item}")
+    return paths
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import cv2
 
     from .errors import SourceError
 
-    pc = defended_model_from_args(args)
-    with pc:
-        if not args.json:
-            print(f"# {pc.engine.describe()}, {len(pc.mask_set)} masks, {pc.mask_set.threat.describe()}")
-        for image in args.images:
+    paths = image_paths(args.images)
+    unreadable = []
+    with defended_model_from_args(args) as pc:
+        announce_engine(pc)
+        for image, explicit in paths:
             frame = cv2.imread(str(image), cv2.IMREAD_COLOR)
             if frame is None:
-                raise SourceError(f"cannot read image {image} (missing, or not a format OpenCV decodes)")
+                if explicit:
+                    raise SourceError(f"cannot read image {image} (not a format OpenCV decodes, or a damaged file)")
+                log.warning("skipping %s: OpenCV cannot decode it", image)
+                unreadable.append(str(image))
+                continue
             result = pc.predict(frame)
             if args.json:
-                print(json.dumps({"image": str(image), **result.as_dict()}))
+                print(json.dumps({"image": str(image), **result.as_dict()}), flush=True)
             else:
                 t = result.timings_ms
-                flag = "  ALERT: masks disagree" if result.alert else ""
-                print(f"{image}: {result.class_name} ({result.label}) case={result.case} disagreers={result.disagreers} "
-                      f"{t['total']:.1f} ms (masking {t['masking']:.1f}, first {t['first_round']:.1f}, "
-                      f"second {t['second_round']:.1f}){flag}")
+                print(f"{image}: {result.class_name} ({result.label}) {result.level.upper()} case={result.case} "
+                      f"disagreers={result.disagreers} {t['total']:.1f} ms (masking {t['masking']:.1f}, first {t['first_round']:.1f}, "
+                      f"second {t['second_round']:.1f}, {result.two_mask_passes} two-mask images)", flush=True)
+    if unreadable:
+        log.warning("%d of %d images could not be read: %s", len(unreadable), len(paths), ", ".join(unreadable))
+        return 1
     return 0
 
 
 def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="defended prediction for image files", formatter_class=_Formatter,
-                       epilog="example:\n  pcedge predict --model model.onnx cat.jpg dog.jpg --patch 2% --json")
-    p.add_argument("images", nargs="+", type=Path)
+    p = sub.add_parser("predict", help="defended prediction for images, folders or globs of images", formatter_class=_Formatter,
+                       epilog="examples:\n  pcedge predict --model model.onnx cat.jpg dog.jpg --patch 2% --json\n"
+                              "  pcedge predict --model model.onnx photos/ 'shots/*.png'")
+    p.add_argument("images", nargs="+", help="image files, folders of images, or globs (quote them)")
     add_engine_options(p)
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.set_defaults(func=cmd_predict)
@@ -201,8 +298,9 @@ def add_spec_overrides(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------------ run
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     """Backend and second-round options shared by the commands that run the defended model."""
-    parser.add_argument("--model", required=True, type=Path, help="an ONNX model exported by pcedge export")
-    parser.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "ort-trt", "ort-cuda", "ort"])
+    parser.add_argument("--model", required=True, type=_model_file, help="an ONNX model exported by pcedge export")
+    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                        help="auto: TensorRT, then ONNX Runtime CUDA, then ONNX Runtime CPU (the one that runs is printed)")
     add_mask_options(parser)
     parser.add_argument("--second-round", default="auto", choices=["auto", "per-disagreer", "all"],
                         help="how second-round images are batched: auto follows this engine's latency per batch size "
@@ -237,23 +335,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         if display_available():
             output = "display://0"
         else:
-            print("no display and no --output: running headless (frames are logged, not shown)", file=sys.stderr)
+            log.info("no display and no --output: running headless%s",
+                     "" if args.log else " (add --log FILE for one JSON line per frame, --output FILE for a video)")
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with defended_model_from_args(args) as model:
-            print(f"# {model.engine.describe()}, {len(model.mask_set)} masks, {model.mask_set.threat.describe()}", file=sys.stderr)
+            announce_engine(model)
             summary = run(model, args.source, source_options,
                           RunOptions(output=output, log_path=args.log, fps_limit=args.fps_limit, max_frames=args.max_frames,
                                      show_masks=not args.no_mask_overlay, show_undefended=args.show_undefended,
-                                     alarm=args.alarm),
+                                     alarm=args.alarm, progress=not args.quiet),
                           stop=stop)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print(format_summary(summary))
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, summary)
+    if received:
+        return 128 + received[0]  # 130 after SIGINT, 143 after SIGTERM: the recording and summary are complete
     return 1 if summary["source"].get("error") else 0
 
 
@@ -268,7 +375,10 @@ def _add_run(sub) -> None:
                "  pcedge run --model lite0.onnx --source rtsp://192.168.1.10:8554/cam --headless --log f.jsonl\n"
                "  pcedge run --model lite0.onnx --source csi://0 --output display://0      # Jetson CSI camera\n"
                "sources: video file, image, folder or glob of images, camera index or /dev/videoN (v4l2://),\n"
-               "  csi://N, rtsp:// rtp:// http://, gst:<pipeline>. outputs: .mp4/.avi/.mkv/.mov, a folder, display://0",
+               "  csi://N, rtsp:// rtp:// http://, gst:<pipeline>. outputs: .mp4/.avi/.mkv/.mov, a folder, display://0\n"
+               "alarm levels per frame: clear (masks agree), uncertain (they disagree, no patch signature), patch (one\n"
+               "  mask explains the disagreement); the stream alarm rises while --alarm K/N frames are at patch level.\n"
+               + EXIT_CODES + " (after Ctrl-C and SIGTERM the recording and the summary are complete)",
     )
     add_engine_options(p)
     p.add_argument("--source", required=True, help="what to read (see below)")
@@ -315,15 +425,14 @@ def cmd_certify(args: argparse.Namespace) -> int:
     positions = dataset.subset(args.limit, args.seed)
     start = time.perf_counter()
     with defended_model_from_args(args, max_batch=max(batch, k)) as model:
-        print(f"# {model.engine.describe()}; {k} masks ({model.mask_set.threat.describe()}); {dataset.name}: "
-              f"{len(positions)} of {len(dataset)} images, {pairs} masked inferences each", file=sys.stderr)
+        announce_engine(model, f"{dataset.name}: {len(positions)} of {len(dataset)} images, {pairs} masked inferences each")
         tables = certify(model, dataset, positions=positions, tables_path=args.tables, resume=args.resume,
-                         model_path=args.model, progress=not args.no_progress)
+                         model_path=args.model, progress=not (args.no_progress or args.quiet))
     report = build_report(tables, dataset, seconds=time.perf_counter() - start, requested=len(positions))
     markdown = report_markdown(report)
     print(markdown)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, report)
     if args.markdown:
         Path(args.markdown).write_text(markdown, encoding="utf-8")
     if args.plot:
@@ -344,7 +453,7 @@ def _add_certify(sub) -> None:
     add_engine_options(p)
     p.add_argument("--data", required=True, help="the labelled images (see below)")
     p.add_argument("--split", default="test", choices=["test", "train"], help="which IDX pair in a folder holding both")
-    p.add_argument("--limit", type=int, help="certify only N images (the first N, or N drawn with --seed)")
+    p.add_argument("--limit", type=_positive_int, help="certify only N images (the first N, or N drawn with --seed)")
     p.add_argument("--seed", type=int, help="draw the --limit images at random with this seed")
     p.add_argument("--tables", help="keep the per-image K x K label tables in this .npz (needed for --resume)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from --tables")
@@ -368,13 +477,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     spec = PreprocessSpec(input_size=pre.pop("image_size"), class_names=labels, **pre)
     mask_set = mask_set_from_args(args, spec.input_size)
     dataset = load_dataset(args.data, class_names=labels, split=args.split)
-    images, targets = preprocess_dataset(dataset, spec, dataset.subset(args.limit, args.seed), progress=not args.no_progress)
+    images, targets = preprocess_dataset(dataset, spec, dataset.subset(args.limit, args.seed), progress=not (args.no_progress or args.quiet))
     config = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed or 0,
                             mask_size=None if args.plain else mask_set.mask_size, windows=args.windows)
     print(f"# training {loaded.name} on {len(images)} images of {dataset.name}; "
           + ("plain (no masks)" if args.plain else f"{args.windows} random {mask_set.mask_size[0]}x{mask_set.mask_size[1]} masks per image"),
           file=sys.stderr)
-    history = train(loaded.module, images, targets, config, progress=not args.no_progress, checkpoint=args.save_checkpoint)
+    history = train(loaded.module, images, targets, config, progress=not (args.no_progress or args.quiet),
+                    checkpoint=args.save_checkpoint)
     report = export_onnx(loaded.module, args.out, image_size=spec.input_size, mean=spec.mean, std=spec.std, crop_pct=spec.crop_pct,
                          interpolation=spec.interpolation, labels=list(labels) or list(dataset.class_names), source_name=f"{loaded.name} ({'plain' if args.plain else 'masked'} fine-tuned)")
     print(report.summary())
@@ -400,17 +510,17 @@ def _add_finetune(sub) -> None:
     add_mask_options(p)
     p.add_argument("--plain", action="store_true", help="train without masks (the baseline)")
     p.add_argument("--windows", type=int, default=2, help="masks per training image")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=_positive_int, default=3, help="passes over the training images")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle schedule)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--limit", type=int, help="train on N images only")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=_positive_int, default=128, help="images per optimizer step")
+    p.add_argument("--limit", type=_positive_int, help="train on N images only")
+    p.add_argument("--seed", type=int, default=0, help="seed for the weights' shuffling, the masks and --limit's draw")
     p.add_argument("--save-checkpoint", help="write the state_dict here after every epoch (.pt)")
     p.add_argument("--image-size", type=_image_size, help="model input size (default: the model's own)")
     p.add_argument("--mean", type=_floats3, help="per-channel mean in 0..1 (default: the model's)")
     p.add_argument("--std", type=_floats3, help="per-channel std in 0..1 (default: the model's)")
     p.add_argument("--crop-pct", type=float, help="center-crop fraction")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (as -q, but keeps the log lines)")
     p.set_defaults(func=cmd_finetune)
 
 
@@ -424,7 +534,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report = run_bench(args.model, options, progress=lambda line: print(line, file=sys.stderr))
     print(format_table(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, report)
     if args.plot:
         plot_latencies(report, args.plot)
     return 0
@@ -439,12 +549,12 @@ def _add_bench(sub) -> None:
                "  pcedge bench --model lite0.onnx --frames 30 --json bench.json --plot bench.png\n"
                "  pcedge bench --model resnet18.onnx --torch-model benchmarks.models:resnet18 --backend ort --backend ort-cuda",
     )
-    p.add_argument("--model", required=True, type=Path, help="an ONNX model exported by pcedge export")
-    p.add_argument("--backend", action="append", choices=["auto", "tensorrt", "ort-trt", "ort-cuda", "ort"],
+    p.add_argument("--model", required=True, type=_model_file, help="an ONNX model exported by pcedge export")
+    p.add_argument("--backend", action="append", choices=BACKEND_CHOICES,
                    help="backend(s) to measure; repeat the option for several (default: auto)")
-    p.add_argument("--patch", default="2%", help="patch size: '2%%', '32' or '32x16'")
-    p.add_argument("--masks-per-axis", type=int, default=6)
-    p.add_argument("--frames", type=int, default=20, help="timed frames per configuration")
+    p.add_argument("--patch", type=_patch_text, default="2%", help="patch size: '2%%', '32' or '32x16'")
+    p.add_argument("--masks-per-axis", type=_positive_int, default=6, help="k masks per axis (K = k*k masks in all)")
+    p.add_argument("--frames", type=_positive_int, default=20, help="timed frames per configuration")
     p.add_argument("--warmup", type=int, default=3, help="untimed frames first")
     p.add_argument("--torch-model", help="the PyTorch source of the model, for the original baseline and the optimized patch "
                                          "(default: the bundled model named in the ONNX metadata)")
@@ -491,12 +601,12 @@ def _add_quantize(sub) -> None:
         epilog="examples:\n  pcedge quantize --model resnet18.onnx --out resnet18.int8.onnx\n"
                "  pcedge quantize --model lite0.onnx --calibration my_camera_frames/ --frames 64 --out lite0.int8.onnx",
     )
-    p.add_argument("--model", required=True, type=Path, help="an ONNX model exported by pcedge export")
+    p.add_argument("--model", required=True, type=_model_file, help="an ONNX model exported by pcedge export")
     p.add_argument("--out", required=True, type=Path, help="the INT8 .onnx file to write")
     p.add_argument("--calibration", help="calibration images: class folders, IDX or .npz, ideally frames of the camera that will "
                                          "run the model; a quarter is held out to measure agreement (default: camera-like views "
                                          "of scikit-image's photos, held out: views of foolbox's ImageNet photos)")
-    p.add_argument("--frames", type=int, default=16, help="calibration frames (each also masked 3 ways)")
+    p.add_argument("--frames", type=_positive_int, default=16, help="calibration frames (each also masked 3 ways); a third as many views of other photos are held out")
     p.add_argument("--scheme", choices=sorted(SCHEMES), default="u8s7", help="INT8 arithmetic (see above)")
     p.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
                    help="refuse to write a model whose labels agree with FP32 on fewer held-out masked images")
@@ -525,7 +635,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def _add_doctor(sub) -> None:
     p = sub.add_parser("doctor", help="what this machine can run (GPU, TensorRT, ORT providers, kernels, video)",
                        formatter_class=_Formatter, epilog="example:\n  pcedge doctor")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_doctor)
 
 
@@ -536,9 +646,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pcedge",
         description="PatchCleanser certified patch defense for edge cameras.",
         formatter_class=_Formatter,
-        epilog="Run 'pcedge COMMAND --help' for a command's options and an example.",
+        epilog="Run 'pcedge COMMAND --help' for a command's options and an example.\n" + EXIT_CODES,
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"pcedge {__version__}")
+    _common_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
@@ -561,23 +674,93 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_quantize(sub)
     _add_doctor(sub)
+    for command in sub.choices.values():
+        _common_options(command, top=False)
     return parser
+
+
+QUIET_LOGGERS = ("onnxscript", "onnx_ir", "torch", "torch.onnx", "torch.export", "torch._dynamo", "efficientnet_lite_pytorch",
+                 "matplotlib", "PIL", "numexpr")
+"""Third-party loggers that narrate their internals at INFO; shown only with -v."""
+
+
+def configure_logging(verbosity: int) -> None:
+    """One logging policy for every command: -q warnings and errors only, default pcedge's own INFO lines,
+    -v every library's INFO, -vv/--debug DEBUG. Third-party chatter stays below the default."""
+    from .progress import set_quiet
+
+    level = {-1: logging.WARNING, 0: logging.INFO, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormatter(detailed=verbosity >= 1))
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING if verbosity <= 0 else level)
+    logging.getLogger("pcedge").setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR if verbosity <= 0 else logging.NOTSET)
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.ERROR if verbosity <= 0 else logging.WARNING)
+    set_quiet(verbosity < 0)
+    try:  # OpenCV prints its own "[ WARN ... ]" lines (an undecodable image) before pcedge's message
+        import cv2
+
+        cv2.setLogLevel(0 if verbosity <= 0 else 3)  # 0: silent, 3: warnings
+    except (ImportError, AttributeError):
+        pass
+
+
+class _LogFormatter(logging.Formatter):
+    """``pcedge: message`` for pcedge's lines, ``warning: message`` for warnings; logger names with -v."""
+
+    def __init__(self, detailed: bool) -> None:
+        super().__init__()
+        self.detailed = detailed
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info and self.detailed:
+            message += "\n" + self.formatException(record.exc_info)
+        if self.detailed:
+            return f"{record.levelname.lower()} {record.name}: {message}"
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {message}"
+        return f"pcedge: {message}"
+
+
+def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """-q/-v/--debug, accepted before or after the subcommand (a subcommand's copy must not reset the top one)."""
+    default = (lambda value: value) if top else (lambda value: argparse.SUPPRESS)
+    parser.add_argument("-q", "--quiet", action="store_true", default=default(False),
+                        help="only warnings, errors and results: no progress, no status lines")
+    parser.add_argument("-v", "--verbose", action="count", default=default(0),
+                        help="more detail: every library's log lines (-vv: debug)")
+    parser.add_argument("--debug", action="store_true", default=default(False), help="debug logs and full tracebacks")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    verbosity = 2 if args.debug else (-1 if args.quiet else min(args.verbose, 2))
+    configure_logging(verbosity)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that left makes the final flush fail too
+        return code
+    except BrokenPipeError:
+        # the reader of our stdout went away (pcedge inspect --json | head): stop quietly, as cat and grep do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except PcedgeError as exc:
         if args.debug:
             raise
         print(f"pcedge {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return 2 if isinstance(exc, ConfigError) else 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,12 +1,14 @@
-"""``make demo``: the defended EfficientNet-Lite0 on a camera-like clip and on labelled photos, offline.
+"""``make demo``: the defended EfficientNet-Lite0 on a camera-like clip with an adversarial patch, offline.
 
 1. Exports the bundled EfficientNet-Lite0 (real ImageNet weights) with its preprocessing (once).
 2. Proves and draws the 36-mask set (2% patch, 224x224).
-3. Optimizes an adversarial patch against the undefended model on the coffee cup (PyTorch), within the
-   2% threat model, and makes a clip from scikit-image's photos, panned and zoomed like a handheld
-   camera, whose last segment shows the cup again with that patch stuck on it.
-4. Runs the defended stream on the clip (the same code as ``pcedge run``): annotated video, per-frame
-   JSON log, summary; and reports, per segment, alerts and the labels the undefended model gave.
+3. Takes the adversarial patch shipped with pcedge (``pcedge/data/demo_patch_coffee_43px.png``): optimized
+   against the undefended model on views of the coffee cup, within the 2% threat model. ``--optimize-patch``
+   optimizes it again here (about a minute on 2 cores; PyTorch).
+4. Makes a clip from scikit-image's photos, panned and zoomed like a handheld camera, whose last segment
+   shows the cup again with the patch stuck on it; runs the defended stream on it (the same code as
+   ``pcedge run``): annotated video, per-frame JSON log, summary, and per segment the alarm levels and the
+   labels the undefended model gave.
 5. Classifies foolbox's 20 labelled ImageNet photos, undefended and defended (a smoke check).
 """
 
@@ -15,14 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from collections import Counter
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .errors import PcedgeError
 from .masks_report import describe_mask_set, draw_mask_set
 from .preprocess import read_onnx_metadata
+from .progress import progress, ticking
 from .runtime.driver import PatchCleanser
 from .sample_data import foolbox_samples
 from .video import RunOptions, SourceOptions, run
@@ -32,6 +37,12 @@ from .video.framelog import format_summary
 CLIP_SIZE, CLIP_FPS, SECONDS_PER_PHOTO = (360, 640), 12, 1.5
 PATCHED_PHOTO, PATCH_ANCHOR = "coffee", (0.5, 0.5)  # the photo that gets the patch, and where (x, y fractions)
 AVOID = [967, 968, 504]  # espresso, cup, coffee mug: the patch pushes the plain model off all three
+SHIPPED_PATCH = Path(__file__).parent / "data" / "demo_patch_coffee_43px.png"
+STEPS = 5
+
+
+def step(n: int, text: str) -> None:
+    print(f"\n[{n}/{STEPS}] {text}", flush=True)
 
 
 def ensure_demo_model(out_dir: Path) -> Path:
@@ -42,22 +53,29 @@ def ensure_demo_model(out_dir: Path) -> Path:
         return path
     from .export import export_onnx, load_model
 
-    loaded = load_model("efficientnet-lite0")
-    defaults = dict(loaded.defaults)
-    labels = defaults.pop("labels")
-    print(export_onnx(loaded.module, path, labels=labels, source_name=loaded.name, **defaults).summary())
+    with ticking("exporting EfficientNet-Lite0 to ONNX and checking it against PyTorch (about 30 s)"):
+        loaded = load_model("efficientnet-lite0")
+        defaults = dict(loaded.defaults)
+        labels = defaults.pop("labels")
+        report = export_onnx(loaded.module, path, labels=labels, source_name=loaded.name, **defaults)
+    print(report.summary())
     return path
 
 
-def demo_patch(pc: PatchCleanser, side: int, out_dir: Path) -> np.ndarray:
-    """A patch (side x side BGR) optimized against the undefended model on views of the cup; cached in out_dir.
+def shipped_patch() -> np.ndarray:
+    """The demo's adversarial patch (BGR), made by ``python -m pcedge.demo --optimize-patch`` and shipped."""
+    patch = cv2.imread(str(SHIPPED_PATCH), cv2.IMREAD_COLOR)
+    if patch is None:
+        raise PcedgeError(f"the shipped demo patch {SHIPPED_PATCH} is missing: reinstall pcedge, or run with --optimize-patch")
+    return patch
 
-    The patch is optimized where the camera sees it (pcedge.attacks.frame_patch) to push the plain
-    model off the cup's classes; about a minute on a 2-core CPU, once.
+
+def optimize_patch(pc: PatchCleanser, side: int, out_path: Path) -> np.ndarray:
+    """A patch (side x side BGR) optimized against the undefended model on 8 views of the cup (PyTorch).
+
+    Optimized where the camera sees it (pcedge.attacks.frame_patch) to push the plain model off the
+    cup's classes, within the threat model after the model's resize. Written to ``out_path``.
     """
-    cached = out_dir / f"adversarial_patch_{PATCHED_PHOTO}_{side}px.png"
-    if cached.exists():
-        return cv2.imread(str(cached), cv2.IMREAD_COLOR)
     from .attacks import frame_patch
     from .export import load_model
 
@@ -66,70 +84,116 @@ def demo_patch(pc: PatchCleanser, side: int, out_dir: Path) -> np.ndarray:
     for t in np.linspace(*PATCHED_MOTION, 8):  # the same pan and zoom as the clip's patched segment
         frame, affine = camera_view(photo, float(t), CLIP_SIZE)
         views.append((frame, *patch_corner(photo, affine, PATCH_ANCHOR, side)))
-    print(f"optimizing a {side}x{side} px patch against the undefended model on 8 views of the {PATCHED_PHOTO} (once; cached) ...")
-    patch = frame_patch(load_model("efficientnet-lite0").module, views, side, pc.spec, AVOID, steps=100, step_size=0.03)
-    cv2.imwrite(str(cached), patch)
+    steps = 100
+    bar = progress(total=steps, desc=f"optimizing a {side}x{side} px patch against the undefended model", unit="step")
+    patch = frame_patch(load_model("efficientnet-lite0").module, views, side, pc.spec, AVOID, steps=steps, step_size=0.03,
+                        on_step=lambda: bar.update(1))
+    bar.close()
+    cv2.imwrite(str(out_path), patch)
     return patch
 
 
 def clip_report(log_path: Path, segments, pc: PatchCleanser) -> None:
-    """Per clip segment: alerts, defended labels, and what the undefended model said."""
+    """Per clip segment: alarm levels, defended labels, and what the undefended model said."""
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
-    frames = {r["index"]: r for r in records if "index" in r}
-    print(f"\n{'segment':22s} {'frames':>6s} {'alerts':>7s}  {'defended label (most frequent)':34s} undefended label (most frequent)")
+    frames = {r["index"]: r for r in records if "event" not in r}
+    print(f"\n{'segment':18s} {'frames':>6s} {'clear':>6s} {'uncert.':>7s} {'patch':>6s} {'alarm':>6s}  "
+          f"{'defended label (most frequent)':32s} undefended label (most frequent)")
     for seg in segments:
         recs = [frames[i] for i in range(seg.start, seg.stop) if i in frames]
         if not recs:
             continue
+        levels = Counter(r["level"] for r in recs)
         defended = Counter(r["class_name"] for r in recs).most_common(1)[0]
         undefended = Counter(pc.class_name(r["undefended_label"]) for r in recs).most_common(1)[0]
         name = seg.photo + (" + patch" if seg.patched else "")
-        print(f"{name:22s} {len(recs):6d} {sum(r['alert'] for r in recs):7d}  {defended[0][:26]:26s} ({defended[1]:2d}x)  "
-              f"{undefended[0][:26]} ({undefended[1]}x)")
+        print(f"{name:18s} {len(recs):6d} {levels['clear']:6d} {levels['uncertain']:7d} {levels['patch']:6d} "
+              f"{sum(r['alarm'] for r in recs):6d}  {defended[0][:24]:24s} ({defended[1]:2d}x)  {undefended[0][:24]} ({undefended[1]}x)")
+
+
+def classify_samples(pc: PatchCleanser) -> None:
+    print(f"{'ImageNet sample':26s} {'true':>5s} {'undefended':24s} {'defended':24s} {'level':9s} {'2-mask':>6s}")
+    correct_plain = correct_defended = 0
+    samples = foolbox_samples("imagenet")
+    rows = []
+    for path, label in progress(samples, desc="classifying 20 labelled ImageNet photos", unit="photo"):
+        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        plain, result = pc.predict_undefended(frame), pc.predict(frame)
+        correct_plain += plain == label
+        correct_defended += result.label == label
+        rows.append(f"{path.name:26s} {label:5d} {pc.class_name(plain)[:24]:24s} {result.class_name[:24]:24s} "
+                    f"{result.level:9s} {result.two_mask_passes:6d}")
+    print("\n".join(rows))
+    print(f"\nImageNet samples: undefended top-1 {correct_plain}/{len(samples)}, defended {correct_defended}/{len(samples)} "
+          f"(20 images only: a smoke check, not an accuracy estimate; see pcedge certify)")
+
+
+def list_outputs(out_dir: Path) -> None:
+    described = {
+        "demo_annotated.mp4": "the clip with the overlay: label, alarm level, stream alarm, disagreeing masks, undefended label",
+        "demo_frames.jsonl": "one JSON object per frame (label, case, level, alarm, masks, timings), summary last",
+        "masks.png": "the 36 masks over a photo, with the coverage proof's parameters",
+        "demo_clip.avi": "the input clip (lossless FFV1, so the patch reaches the model as optimized)",
+        "efficientnet_lite0.onnx": "the exported model (reused by later runs; try pcedge inspect on it)",
+        "adversarial_patch.png": "the patch optimized by --optimize-patch (used instead of the shipped one)",
+    }
+    print(f"\noutputs in {out_dir}/:")
+    for name, what in described.items():
+        path = out_dir / name
+        if path.is_file():
+            print(f"  {name:26s} {path.stat().st_size / 1e6:6.1f} MB  {what}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("demo_out"))
-    parser.add_argument("--backend", default="auto")
+    parser = argparse.ArgumentParser(prog="python -m pcedge.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("demo_out"), help="folder for every output (created)")
+    parser.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "ort-trt", "ort-cuda", "ort"],
+                        help="engine backend (auto: TensorRT, then ONNX Runtime CUDA, then ONNX Runtime CPU)")
+    parser.add_argument("--optimize-patch", action="store_true",
+                        help="optimize the adversarial patch here (PyTorch, about a minute) instead of using the shipped one")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    from .cli import configure_logging
+
+    configure_logging(verbosity=0)
     args.out.mkdir(parents=True, exist_ok=True)
-    model = ensure_demo_model(args.out)
-    with PatchCleanser.from_onnx(model, backend=args.backend, patch="2%", masks_per_axis=6) as pc:
-        print(describe_mask_set(pc.mask_set)["text"])
-        cat = load_photos(("chelsea",))["chelsea"]
-        cv2.imwrite(str(args.out / "chelsea.png"), cat)
-        draw_mask_set(pc.mask_set, args.out / "chelsea.png", args.out / "masks.png")
-        print(f"mask set drawn over the cat -> {args.out / 'masks.png'}\nengine: {pc.engine.describe()}\n")
-
-        side = max_patch_side_in_frame(CLIP_SIZE, pc.mask_set.threat.shapes[0][0], pc.spec)
-        patch = demo_patch(pc, side, args.out)
-        clip = args.out / "demo_clip.avi"
-        segments = make_demo_clip(clip, patch, patched_photo=PATCHED_PHOTO, patch_anchor=PATCH_ANCHOR, size=CLIP_SIZE, fps=CLIP_FPS,
-                                  seconds_per_photo=SECONDS_PER_PHOTO)
-        print(f"clip: {clip} ({segments[-1].stop} frames; the last {segments[-1].stop - segments[-1].start} carry a "
-              f"{side}x{side} px patch, inside the 2% threat model after resize)")
-        video, log_path = args.out / "demo_annotated.mp4", args.out / "demo_frames.jsonl"
-        summary = run(pc, str(clip), SourceOptions(), RunOptions(output=str(video), log_path=str(log_path), show_undefended=True))
-        print(format_summary(summary))
-        clip_report(log_path, segments, pc)
-        print(f"\nannotated video -> {video}\nper-frame log   -> {log_path}")
-
-        print(f"\n{'ImageNet sample':26s} {'true':>5s} {'undefended':24s} {'defended':24s} {'case':10s} {'passes':>6s}")
-        correct_plain = correct_defended = 0
-        samples = foolbox_samples("imagenet")
-        for path, label in samples:
-            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            plain, result = pc.predict_undefended(frame), pc.predict(frame)
-            correct_plain += plain == label
-            correct_defended += result.label == label
-            print(f"{path.name:26s} {label:5d} {pc.class_name(plain)[:24]:24s} {result.class_name[:24]:24s} "
-                  f"{result.case:10s} {result.two_mask_passes:6d}")
-        print(f"\nImageNet samples: undefended top-1 {correct_plain}/{len(samples)}, defended {correct_defended}/{len(samples)} "
-              f"(20 images only: a smoke check, not an accuracy estimate; see pcedge certify)")
+    try:
+        step(1, "the model: EfficientNet-Lite0 with real ImageNet weights, exported to ONNX")
+        model = ensure_demo_model(args.out)
+        with PatchCleanser.from_onnx(model, backend=args.backend, patch="2%", masks_per_axis=6) as pc:
+            print(f"engine: {pc.engine.describe()}; second round: {pc.schedule}")
+            step(2, "the mask set: every 2% patch position lies inside one of 36 masks (proved)")
+            print(describe_mask_set(pc.mask_set)["text"])
+            draw_mask_set(pc.mask_set, load_photos(("chelsea",))["chelsea"], args.out / "masks.png")
+            step(3, "the adversarial patch")
+            side = max_patch_side_in_frame(CLIP_SIZE, pc.mask_set.threat.shapes[0][0], pc.spec)
+            if args.optimize_patch:
+                patch = optimize_patch(pc, side, args.out / "adversarial_patch.png")
+            else:
+                patch = shipped_patch()
+                print(f"using the shipped {patch.shape[0]} px patch {SHIPPED_PATCH.name} (optimized against the undefended "
+                      f"model; --optimize-patch makes it again)")
+            if patch.shape[0] > side:
+                raise PcedgeError(f"the patch is {patch.shape[0]} px but the 2% threat model allows {side} px in this clip")
+            step(4, "the camera clip, defended frame by frame")
+            clip = args.out / "demo_clip.avi"
+            segments = make_demo_clip(clip, patch, patched_photo=PATCHED_PHOTO, patch_anchor=PATCH_ANCHOR, size=CLIP_SIZE,
+                                      fps=CLIP_FPS, seconds_per_photo=SECONDS_PER_PHOTO)
+            print(f"clip: {clip} ({segments[-1].stop} frames; the last {segments[-1].stop - segments[-1].start} carry the "
+                  f"{patch.shape[0]} px patch, inside the 2% threat model after resize)")
+            video, log_path = args.out / "demo_annotated.mp4", args.out / "demo_frames.jsonl"
+            summary = run(pc, str(clip), SourceOptions(), RunOptions(output=str(video), log_path=str(log_path),
+                                                                     show_undefended=True, progress=True))
+            print(format_summary(summary))
+            clip_report(log_path, segments, pc)
+            step(5, "labelled photos, undefended and defended")
+            classify_samples(pc)
+        list_outputs(args.out)
+    except PcedgeError as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
 if __name__ == "__main__":
+    logging.captureWarnings(True)
     raise SystemExit(main())

@@ -25,6 +25,7 @@ from ._optional import require
 from .datasets import Dataset
 from .errors import ConfigError, DatasetError
 from .preprocess import PreprocessSpec
+from .progress import progress as progress_bar
 from .runtime.masking import write_frame
 
 log = logging.getLogger(__name__)
@@ -49,14 +50,12 @@ class FinetuneConfig:
 def preprocess_dataset(dataset: Dataset, spec: PreprocessSpec, positions: np.ndarray | None = None,
                        progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(N, 3, H, W) float32 normalized images and (N,) labels, written by the runtime's C++ writer."""
-    from tqdm import tqdm
-
     positions = np.arange(len(dataset)) if positions is None else positions
     h, w = spec.input_size
     images = np.empty((len(positions), 3, h, w), np.float32)
     labels = np.empty(len(positions), np.int64)
     kept = 0
-    for p in tqdm(positions, desc="preprocessing", unit="img", disable=not progress, mininterval=1.0):
+    for p in progress_bar(positions, desc="preprocessing", unit="image", enabled=progress):
         frame = dataset.load(int(p))
         if frame is None:
             continue
@@ -104,8 +103,6 @@ def train(model: Any, images: np.ndarray, labels: np.ndarray, config: FinetuneCo
 
 def _train(torch: Any, model: Any, images: np.ndarray, labels: np.ndarray, config: FinetuneConfig, progress: bool,
            checkpoint: str | Path | None) -> list[dict[str, float]]:
-    from tqdm import tqdm
-
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
@@ -120,8 +117,8 @@ def _train(torch: Any, model: Any, images: np.ndarray, labels: np.ndarray, confi
         seen = correct = 0
         total_loss = 0.0
         start = time.perf_counter()
-        bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
-                   disable=not progress, mininterval=1.0)
+        bar = progress_bar(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                           enabled=progress)
         for offset in bar:
             idx = order[offset : offset + config.batch_size]
             x = x_all[idx].clone()
@@ -137,7 +134,7 @@ def _train(torch: Any, model: Any, images: np.ndarray, labels: np.ndarray, confi
             seen += len(y)
             correct += int((logits.argmax(1) == y).sum())
             total_loss += float(loss.detach()) * len(y)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+            bar.set_postfix_str(f"loss {total_loss / seen:.3f}, accuracy {correct / seen:.3f}", refresh=False)
         stats = {"epoch": epoch + 1, "loss": total_loss / seen, "train_accuracy": correct / seen, "seconds": time.perf_counter() - start}
         history.append(stats)
         log.info("epoch %d: loss %.4f, train accuracy %.4f (%.0f s)", epoch + 1, stats["loss"], stats["train_accuracy"], stats["seconds"])

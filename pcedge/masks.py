@@ -289,6 +289,44 @@ class MaskSet:
         centres = ((self.windows[..., :2] + self.windows[..., 2:]) / 2.0).mean(axis=1)
         return np.hypot(*(centres[:, None, :] - centres[None, :, :]).transpose(2, 0, 1))
 
+    def one_patch_touches(self, indices: Sequence[int]) -> bool:
+        """Whether one patch of the threat model, placed somewhere in the image, touches every listed mask.
+
+        The alarm's notion of a local disagreement (:mod:`pcedge.alarm`): a patch changes the labels of
+        the masks that cover part of it, so the masks that disagree because of a patch all touch it. A
+        placement (py, px) of an h x w patch touches window [y0, y1) x [x0, x1) iff y0 - h < py < y1
+        and x0 - w < px < x1; the placements touching a mask are the union of that over its windows.
+        Only defined for one-patch threat models.
+        """
+        if self.threat.count != 1:
+            raise ConfigError("one_patch_touches is defined for one-patch threat models only")
+        idx = np.asarray(indices, dtype=np.int64).ravel()
+        if idx.size == 0:
+            return True
+        h, w = self.image_size
+        for ph, pw in self.threat.shapes:
+            if self.windows_per_mask == 1:  # one rectangle of placements per mask: intersect the intervals
+                y0, x0, y1, x1 = self.windows[idx, 0].T
+                low_y, high_y = max(0, int((y0 - ph + 1).max())), min(h - ph, int((y1 - 1).min()))
+                low_x, high_x = max(0, int((x0 - pw + 1).max())), min(w - pw, int((x1 - 1).min()))
+                if low_y <= high_y and low_x <= high_x:
+                    return True
+                continue
+            ys, xs = np.arange(h - ph + 1), np.arange(w - pw + 1)
+            possible = np.ones((ys.size, xs.size), dtype=bool)
+            for k in idx:
+                touches = np.zeros_like(possible)
+                for y0, x0, y1, x1 in self.windows[k]:
+                    rows = (ys > y0 - ph) & (ys < y1)
+                    cols = (xs > x0 - pw) & (xs < x1)
+                    touches |= rows[:, None] & cols[None, :]
+                possible &= touches
+                if not possible.any():
+                    break
+            if possible.any():
+                return True
+        return False
+
     def keep_masks(self) -> np.ndarray:
         """Boolean (K, H, W) array, True where mask k keeps the pixel."""
         h, w = self.image_size

@@ -43,26 +43,32 @@ def describe_mask_set(ms: MaskSet) -> dict:
     return info
 
 
-def draw_mask_set(ms: MaskSet, image_path: str | Path, out_path: str | Path) -> None:
-    """Draw every mask window over the picture (resized to the model input), first mask shaded."""
+def draw_mask_set(ms: MaskSet, image: str | Path | np.ndarray, out_path: str | Path) -> None:
+    """Draw every mask window over a picture (a path or a BGR array, resized to the model input): each mask
+    in its own colour over a dark rim so the grid reads on any photo, the first mask shaded."""
     import cv2
 
-    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise SourceError(f"cannot read image {image_path} (missing or not an image OpenCV can decode)")
+    picture = image if isinstance(image, np.ndarray) else cv2.imread(str(image), cv2.IMREAD_COLOR)
+    if picture is None:
+        raise SourceError(f"cannot read image {image} (missing or not an image OpenCV can decode)")
     h, w = ms.image_size
     scale = max(1, 512 // max(h, w))
-    canvas = cv2.resize(image, (w * scale, h * scale), interpolation=cv2.INTER_AREA)
+    canvas = cv2.resize(picture, (w * scale, h * scale), interpolation=cv2.INTER_AREA)
     shade = canvas.copy()
+    for y0, x0, y1, x1 in ms.windows[0]:
+        cv2.rectangle(shade, (int(x0) * scale, int(y0) * scale), (int(x1) * scale - 1, int(y1) * scale - 1), (128, 128, 128), -1)
+    photo = cv2.addWeighted(shade, 0.7, canvas, 0.3, 0)
+    lines = photo.copy()
     rng = np.random.default_rng(0)
-    for k, mask in enumerate(ms.windows):
-        colour = tuple(int(c) for c in rng.integers(64, 256, 3))
-        for y0, x0, y1, x1 in mask:
-            if k == 0:
-                cv2.rectangle(shade, (int(x0) * scale, int(y0) * scale), (int(x1) * scale - 1, int(y1) * scale - 1), (128, 128, 128), -1)
-            cv2.rectangle(canvas, (int(x0) * scale, int(y0) * scale), (int(x1) * scale - 1, int(y1) * scale - 1), colour, 1)
-    canvas = cv2.addWeighted(shade, 0.5, canvas, 0.5, 0)
-    label = f"{len(ms)} masks, {ms.threat.describe()}"
+    colours = [tuple(int(c) for c in rng.integers(96, 256, 3)) for _ in range(len(ms))]
+    for width, use_colour in ((3, False), (1, True)):  # all rims first, then all colours on top
+        for k, mask in enumerate(ms.windows):
+            for y0, x0, y1, x1 in mask:
+                cv2.rectangle(lines, (int(x0) * scale, int(y0) * scale), (int(x1) * scale - 1, int(y1) * scale - 1),
+                              colours[k] if use_colour else (0, 0, 0), width)
+    canvas = cv2.addWeighted(lines, 0.75, photo, 0.25, 0)
+    label = f"{len(ms)} masks, {ms.threat.describe()} (mask 0 shaded)"
+    cv2.rectangle(canvas, (0, 0), (canvas.shape[1], 26), (0, 0, 0), -1)
     cv2.putText(canvas, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     if not cv2.imwrite(str(out_path), canvas):
         raise SourceError(f"cannot write {out_path} (unknown extension or unwritable folder)")

@@ -155,7 +155,7 @@ def resolve_spec(explicit: dict, metadata: dict[str, str] | None, defaults: Prep
     overrides = {k: v for k, v in explicit.items() if v is not None}
     if base is None:
         if "input_size" not in overrides:
-            raise EngineError(
+            raise ConfigError(
                 "the model carries no preprocessing metadata; pass at least --image-size (and --mean/--std "
                 "if it was not trained with ImageNet statistics)"
             )

@@ -6,18 +6,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcedge.alarm import LEVELS, StreamAlarm, level_of_case, parse_window
-from pcedge.defense import CASES
+from pcedge.alarm import LEVELS, StreamAlarm, frame_level, parse_window
 from pcedge.errors import ConfigError
+from pcedge.masks import MaskSet
+
+DEMO_MASKS = MaskSet.square(224, 32, masks_per_axis=6)
 
 
-def test_every_case_has_a_level():
-    assert {level_of_case(c) for c in CASES} == set(LEVELS)
-    assert level_of_case("agreed") == "clear"
-    assert level_of_case("disagreer") == "patch"
-    assert level_of_case("majority") == level_of_case("budget") == "uncertain"
+def test_levels_follow_the_cases_and_the_locality_of_the_disagreement():
+    assert frame_level("agreed", [], DEMO_MASKS) == "clear"
+    assert frame_level("majority", [3, 4], DEMO_MASKS) == frame_level("budget", [3], DEMO_MASKS) == "uncertain"
+    assert frame_level("disagreer", [8, 9, 14, 15, 20, 21], DEMO_MASKS) == "patch"  # around one patch
+    assert frame_level("disagreer", [0, 14, 35], DEMO_MASKS) == "uncertain"  # spread over the image: no patch does that
+    assert frame_level("disagreer", [0, 35], MaskSet.two_patch(32, 4, masks_per_axis=3)) == "patch"
     with pytest.raises(ConfigError, match="unknown double-masking case"):
-        level_of_case("maybe")
+        frame_level("maybe", [], DEMO_MASKS)
 
 
 @pytest.mark.parametrize("text,expected", [("3/5", (3, 5)), ("1/1", (1, 1)), (" 4/8 ", (4, 8))])

@@ -15,10 +15,54 @@ def pcedge(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pcedge.cli", *args], capture_output=True, text=True, timeout=300)
 
 
-def test_help_for_every_command_has_an_example():
-    for command in ("masks", "export", "inspect", "predict", "doctor"):
+COMMANDS = ("masks", "export", "inspect", "predict", "run", "certify", "finetune", "bench", "quantize", "doctor")
+
+
+def test_help_for_every_command_has_an_example_and_every_option_says_what_it_does():
+    import argparse
+
+    from pcedge.cli import build_parser
+
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(subcommands) == set(COMMANDS)
+    for command in COMMANDS:
         out = pcedge(command, "--help")
         assert out.returncode == 0 and "example" in out.stdout, command
+        assert "(default: None)" not in out.stdout, command
+        formatter = subcommands[command]._get_formatter()
+        for action in subcommands[command]._actions:
+            assert action.help, f"pcedge {command} {action.option_strings or action.dest} has no help text"
+            shown = formatter._expand_help(action) if action.help is not argparse.SUPPRESS else ""
+            assert shown.count("default") <= 1, f"pcedge {command} {action.option_strings}: {shown!r} says its default twice"
+
+
+def test_version_and_python_dash_m():
+    from pcedge import __version__
+
+    out = subprocess.run([sys.executable, "-m", "pcedge", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == f"pcedge {__version__}"
+
+
+def test_verbosity_options_work_before_and_after_the_command():
+    for args in (["-q", "masks"], ["masks", "-q"], ["-v", "masks"], ["masks", "--debug"], ["masks", "-vv"]):
+        out = pcedge(*args, "--patch", "32", "--masks-per-axis", "6")
+        assert out.returncode == 0 and "36 masks" in out.stdout, (args, out.stderr)
+
+
+def test_json_to_a_closed_pipe_ends_quietly(tmp_path):
+    """pcedge inspect --json | head: the reader goes away; no BrokenPipeError traceback, exit 141 like cat's."""
+    model = tmp_path / "m.onnx"
+    assert pcedge("export", "--model", "tests.models:SmallCNN", "--image-size", "32", "--crop-pct", "1", "--out", str(model),
+                  "--exporter", "torchscript", "-q").returncode == 0
+    reader_gone = subprocess.Popen([sys.executable, "-m", "pcedge.cli", "inspect", str(model), "--json"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader_gone.stdout.close()  # nobody reads: every write fails with EPIPE
+    _, stderr = reader_gone.communicate(timeout=120)
+    assert reader_gone.returncode == 141 and b"Traceback" not in stderr and b"BrokenPipe" not in stderr, stderr
+    info = json.loads(pcedge("inspect", str(model), "--json").stdout)
+    assert isinstance(info["metadata"]["pcedge.outputs"], list) and info["metadata"]["pcedge.num_classes"] == 10
+    assert model.stat().st_mode & 0o777 == 0o644, "an exported model is readable by other users (umask 022)"
 
 
 def test_masks_prints_the_proof_and_draws(tmp_path):
@@ -35,11 +79,13 @@ def test_masks_prints_the_proof_and_draws(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["masks", "--patch", "300"], "does not fit"),
-    (["masks", "--masks-per-axis", "0"], "masks_per_axis must be positive"),
-    (["masks", "--masks-per-axis", "-3"], "masks_per_axis must be positive"),
-    (["masks", "--patch", "banana"], "not understood"),
-    (["predict", "--model", "missing.onnx", "x.jpg"], "does not exist"),
-    (["inspect", "missing.onnx"], "does not exist"),
+    (["masks", "--masks-per-axis", "0"], "argument --masks-per-axis: 0 is not allowed: give 1 or more"),
+    (["masks", "--masks-per-axis", "-3"], "argument --masks-per-axis: -3 is not allowed"),
+    (["masks", "--patch", "banana"], "argument --patch: 'banana' is not a patch size: give a percentage of the image ('2%')"),
+    (["masks", "--patch", "200%"], "argument --patch: 200% is not a share of the image: give a percentage above 0 and at most 100"),
+    (["predict", "--model", "missing.onnx", "x.jpg"], "argument --model: missing.onnx does not exist (export a model with"),
+    (["predict", "--model", "tests", "x.jpg"], "argument --model: tests is a folder: pass the .onnx file inside it"),
+    (["inspect", "missing.onnx"], "argument model: missing.onnx does not exist"),
 ])
 def test_user_errors_are_one_line_with_exit_code_2(args, message):
     out = pcedge(*args)
@@ -68,7 +114,16 @@ def test_export_inspect_predict_round_trip(tmp_path):
         assert {"image", "label", "class_name", "case", "disagreers", "timings_ms"} <= set(r)
         assert r["case"] in ("agreed", "disagreer", "majority")
     bad = pcedge("predict", "--model", str(model), str(tmp_path / "nope.png"), "--backend", "ort")
-    assert bad.returncode == 2 and "cannot read image" in bad.stderr
+    assert bad.returncode == 1 and "nope.png: no such file or folder" in bad.stderr
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    broken = pcedge("predict", "--model", str(model), str(tmp_path / "broken.png"), "--backend", "ort", "-q")
+    assert broken.returncode == 1 and broken.stderr.strip() == f"pcedge predict: error: cannot read image {tmp_path / 'broken.png'} " \
+        "(not a format OpenCV decodes, or a damaged file)", "one line: no OpenCV warning before it"
+    folder = pcedge("predict", "--model", str(model), str(tmp_path), "--patch", "5", "--masks-per-axis", "3", "--backend", "ort",
+                    "--json", "-q")
+    assert folder.returncode == 1, "an unreadable image in a folder is skipped, counted, and makes the exit code 1"
+    assert sorted(json.loads(line)["image"] for line in folder.stdout.splitlines()) == sorted(images)
+    assert "skipping" in folder.stderr and "broken.png" in folder.stderr
 
 
 def test_model_without_metadata_runs_with_spec_on_the_command_line(tmp_path):

@@ -99,14 +99,14 @@ def test_bad_frames(model, frame, words):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["run", "--model", "m.onnx"], "required: --source"),
-    (["bench", "--model", "m.onnx", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["run", "--model", "tests/models.py"], "required: --source"),
+    (["bench", "--model", "tests/models.py", "--frobnicate"], "unrecognized arguments: --frobnicate"),
     (["masks", "--stride", "40", "--patch", "32", "--mask-size", "64"], "use a stride of at most (33, 33)"),
     (["masks", "--patch", "0"], "patch"),
 ])
 def test_cli_refuses_with_what_would_be_valid(args, words):
     out = subprocess.run([sys.executable, "-m", "pcedge.cli", *args], capture_output=True, text=True, timeout=120,
-                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, cwd=ROOT)
     assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 

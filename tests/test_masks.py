@@ -257,3 +257,39 @@ def test_axis_positions_append_flush_border():
     assert axis_positions(224, 64, 33) == [0, 33, 66, 99, 132, 160]
     assert axis_positions(10, 10, 3) == [0]
     assert axis_positions(10, 4, 3) == [0, 3, 6]
+
+
+def brute_force_one_patch_touches(ms: MaskSet, indices) -> bool:
+    h, w = ms.image_size
+    for ph, pw in ms.threat.shapes:
+        for py in range(h - ph + 1):
+            for px in range(w - pw + 1):
+                if all(any(y0 < py + ph and py < y1 and x0 < px + pw and px < x1 for y0, x0, y1, x1 in ms.windows[k]) for k in indices):
+                    return True
+    return False
+
+
+@settings(max_examples=300)
+@given(st.integers(8, 30), st.integers(1, 6), st.integers(1, 4), st.data())
+def test_one_patch_touches_equals_brute_force(n, p, per_axis, data):
+    p = min(p, n)
+    ms = MaskSet.square(n, p, masks_per_axis=per_axis)
+    indices = data.draw(st.lists(st.integers(0, len(ms) - 1), max_size=6, unique=True))
+    assert ms.one_patch_touches(indices) == brute_force_one_patch_touches(ms, indices)
+
+
+@settings(max_examples=100)
+@given(st.integers(1, 3), st.data())
+def test_one_patch_touches_with_several_shapes_equals_brute_force(stride, data):
+    ms = MaskSet.rectangles(16, [(2, 8), (4, 4), (8, 2)], stride=stride)
+    indices = data.draw(st.lists(st.integers(0, len(ms) - 1), max_size=5, unique=True))
+    assert ms.one_patch_touches(indices) == brute_force_one_patch_touches(ms, indices)
+
+
+def test_one_patch_touches_on_the_demo_geometry():
+    ms = MaskSet.square(224, 32, masks_per_axis=6)
+    assert ms.one_patch_touches([8, 9, 14, 15, 20, 21])  # a 3x2 block around a patch (the demo's patched frames)
+    assert not ms.one_patch_touches([0, 35])  # opposite corners: no 32 px patch touches both
+    assert ms.one_patch_touches([])
+    with pytest.raises(ConfigError):
+        MaskSet.two_patch(32, 4, masks_per_axis=3).one_patch_touches([0])

@@ -1,8 +1,9 @@
 """Backend names, their order for ``auto``, and the one place an engine is chosen and created.
 
 ``auto`` tries TensorRT, then ONNX Runtime CUDA, then ONNX Runtime CPU. A backend that is not installed
-or cannot start is skipped with one log line; the engine that runs says which it is (``describe()``),
-and the driver records it in every result, so a fallback is never silent.
+or cannot start is skipped (the reasons at debug level, ``-v``); the engine that runs says which it is
+(``describe()``), the commands print it once, and the driver records it in every result, so a fallback
+is never silent. A backend named explicitly that cannot run is an error.
 """
 
 from __future__ import annotations
@@ -50,9 +51,9 @@ def create_engine(model_path: str | Path, backend: str = "auto", *, num_masks: i
             if len(order) == 1:
                 raise
             failures.append(f"{name}: {exc}")
-            log.info("backend %s unavailable: %s", name, exc)
+            log.debug("backend %s unavailable: %s", name, exc)
             continue
-        if failures:
-            log.warning("using %s (skipped %s)", engine.describe(), "; ".join(f.split(":")[0] for f in failures))
+        if failures:  # the normal path of "auto" on a machine without a GPU: said at debug level, with the reasons
+            log.debug("using %s; skipped: %s", engine.describe(), "; ".join(failures))
         return engine
     raise EngineError("no backend could run the model:\n  " + "\n  ".join(failures))

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..alarm import AlarmState, level_of_case
+from ..alarm import AlarmState, frame_level
 from ..defense import Decision, contradiction_first_order, double_masking, index_order
 from ..errors import ConfigError, EngineError, PcedgeError
 from ..masks import MaskSet, create_mask_set
@@ -50,7 +50,8 @@ for everything wins whenever the call's fixed cost dominates (GPUs)."""
 
 @dataclass
 class Result:
-    """One defended prediction. ``case`` is agreed, disagreer, majority or budget (second round cut short)."""
+    """One defended prediction. ``case`` is agreed, disagreer, majority or budget (second round cut short);
+    ``level`` is the alarm level: clear, uncertain or patch (see :mod:`pcedge.alarm`)."""
 
     label: int
     class_name: str
@@ -61,12 +62,8 @@ class Result:
     backend: str
     one_mask_labels: list[int] = field(default_factory=list)
     passing_mask: int | None = None  # the disagreer that survived the second round (case "disagreer"): where the patch was
+    level: str = "clear"
     stream_alarm: AlarmState | None = None  # set by pcedge.video.stream: the stream's k-of-n alarm after this frame
-
-    @property
-    def level(self) -> str:
-        """``clear`` (masks agree), ``uncertain`` (they disagree, no patch signature) or ``patch`` (see :mod:`pcedge.alarm`)."""
-        return level_of_case(self.case)
 
     @property
     def alert(self) -> bool:
@@ -74,7 +71,7 @@ class Result:
         return self.level == "patch"
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "level": self.level}
+        return asdict(self)
 
 
 class PatchCleanser:
@@ -182,7 +179,7 @@ class PatchCleanser:
         }
         return Result(decision.label, self.class_name(decision.label), decision.case, list(decision.disagreers),
                       decision.two_mask_passes + second["prefetched"], timings, self.engine.describe(), [int(v) for v in one_mask],
-                      decision.passing_mask)
+                      decision.passing_mask, frame_level(decision.case, decision.disagreers, self.mask_set))
 
     def predict_undefended(self, frame: np.ndarray) -> int:
         """The plain model's label for the unmasked frame (what an unprotected camera reports)."""

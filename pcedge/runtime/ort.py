@@ -110,7 +110,7 @@ class OrtEngine(Engine):
         else:
             self._device_value = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, "cuda", 0)
             self._binding = self._session.io_binding()
-        self.log.info("%s: %s on %s, max batch %d", self.name, self.model_path.name, self.providers[0], self._max_batch)
+        self.log.debug("%s: %s on %s, max batch %d", self.name, self.model_path.name, self.providers[0], self._max_batch)
 
     def _deactivate(self) -> None:
         self._session = None

@@ -60,6 +60,13 @@ class FrameLog:
         self._emit(record)
         return record
 
+    def status_text(self, fps: float, alarm_active: bool) -> str:
+        """One line for the live status: FPS, latency p50 over the last 100 frames, level counts, alarm."""
+        recent = self.latencies[-100:]
+        p50 = float(np.median(recent)) if recent else 0.0
+        levels = " ".join(f"{level} {self.levels.get(level, 0)}" for level in LEVELS)
+        return f"{fps:.1f} FPS, p50 {p50:.0f} ms, {levels}" + (", PATCH ALARM" if alarm_active else ", no alarm")
+
     def event(self, kind: str, **fields: Any) -> None:
         self._emit({"event": kind, **fields})
 

@@ -111,6 +111,11 @@ class FrameSource:
         """The source's nominal frame rate (0 when unknown)."""
         return 0.0
 
+    @property
+    def length(self) -> int | None:
+        """How many frames iteration will give, when known in advance (files and images not looped)."""
+        return None
+
 
 # ------------------------------------------------------------------------------------------ parsing
 @dataclass(frozen=True)
@@ -197,6 +202,10 @@ class ImageSource(FrameSource):
         super().__init__(f"{len(paths)} image(s) from {uri}")
         self.paths, self.options = paths, options
 
+    @property
+    def length(self) -> int | None:
+        return None if self.options.loop else len(self.paths)
+
     def __iter__(self) -> Iterator[Frame]:
         index = 0
         while True:
@@ -229,6 +238,11 @@ class VideoFileSource(FrameSource):
     @property
     def fps(self) -> float:
         return self._fps
+
+    @property
+    def length(self) -> int | None:
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if self._cap is not None else 0
+        return count if count > 0 and not self.options.loop else None
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0

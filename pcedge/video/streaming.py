@@ -11,6 +11,7 @@ from typing import Iterator
 
 from ..alarm import DEFAULT_WINDOW, StreamAlarm
 from ..errors import ConfigError
+from ..progress import progress
 from ..runtime.driver import PatchCleanser, Result
 from .framelog import FrameLog
 from .outputs import DisplayOutput, NullOutput, open_output
@@ -66,6 +67,21 @@ class RunOptions:
     show_masks: bool = True
     show_undefended: bool = False  # one extra unmasked inference per frame (CPU engines)
     alarm: str = DEFAULT_WINDOW  # stream alarm: k of the last n frames at the patch level
+    progress: bool = False  # a status line while it runs (a bar with ETA for files; frames, FPS, p50, alarm for live sources)
+
+
+def _report_alarm_change(framelog: FrameLog, index: int, result: Result, alarm: StreamAlarm) -> None:
+    """The stream alarm's transitions: a log line for people, an event line in the frame log for scripts."""
+    state = result.stream_alarm
+    if state is None or not (state.raised or state.cleared):
+        return
+    kind = "alarm_raised" if state.raised else "alarm_cleared"
+    framelog.event(kind, frame=index, hits=state.hits, window=state.window)
+    if state.raised:
+        log.warning("PATCH ALARM raised at frame %d: the patch signature on %d of the last %d frames (%s)", index, state.hits,
+                    state.window, result.class_name)
+    else:
+        log.info("patch alarm cleared at frame %d", index)
 
 
 def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, run_options: RunOptions,
@@ -79,11 +95,13 @@ def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, ru
     alarm = StreamAlarm.from_text(run_options.alarm)  # refuse a bad window before opening anything
     source = open_source(source_uri, source_options)
     framelog = FrameLog(run_options.log_path)
-    output = None
+    output = status = None
     gaps_logged = 0
     try:
         output = open_output(run_options.output, fps=run_options.fps_limit or source.fps or 30.0)
         log.info("source: %s; output: %s; engine: %s", source.description, output.description, model.engine.describe())
+        total = source.length if not run_options.max_frames else min(source.length or run_options.max_frames, run_options.max_frames)
+        status = progress(total=total, desc="defended frames", unit="frame", enabled=run_options.progress)
         window: list[float] = []
         for result, frame in stream(source, model, fps_limit=run_options.fps_limit, stop=stop, alarm=alarm):
             undefended = model.predict_undefended(frame.image) if run_options.show_undefended else None
@@ -92,8 +110,11 @@ def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, ru
             gaps_logged = len(source.stats.gaps)
             framelog.frame(frame.index, frame.captured_at, result, dropped=source.stats.dropped, name=frame.name,
                            undefended=undefended)
+            _report_alarm_change(framelog, frame.index, result, alarm)
             window = (window + [time.monotonic()])[-30:]
             fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 and window[-1] > window[0] else 0.0
+            status.set_postfix_str(framelog.status_text(fps, alarm.active), refresh=False)
+            status.update(1)
             if not output.failed and not isinstance(output, NullOutput):
                 output.write(draw_overlay(frame.image, result, fps=fps,
                                           undefended=None if undefended is None else model.class_name(undefended),
@@ -106,6 +127,8 @@ def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, ru
         framelog.close()  # every processed frame is already flushed to the log
         raise
     finally:
+        if status is not None:
+            status.close()
         source.close()
         if output is not None:
             output.close()

@@ -5,12 +5,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo_out
 
-.PHONY: demo test bench clean system-deps
+.PHONY: demo test test-main test-jetpack test-arm bench clean system-deps
 
-# Debian packages for the loopback RTSP server the video tests use and for Fashion-MNIST (certification).
-# Best effort: without root/apt those tests skip with the reason and the rest runs.
+# Debian packages: the loopback RTSP server of the video tests, Fashion-MNIST (certification), the JetPack-like
+# lane (Debian's python3 with numpy 1.x and an OpenCV built with GStreamer; libav's H.264 decoder for RTSP through
+# GStreamer) and qemu-user (an x86 CPU without VNNI for the INT8 tests; aarch64 for the ARM lane, with the cross
+# compiler). Best effort: without root/apt those tests and lanes skip with the reason and the rest runs.
 SYSTEM_PKGS := gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-               gstreamer1.0-plugins-ugly dataset-fashion-mnist
+               gstreamer1.0-plugins-ugly gstreamer1.0-libav dataset-fashion-mnist python3-venv python3-opencv \
+               python3-numpy qemu-user g++-aarch64-linux-gnu
 
 $(STAMP): setup.py pyproject.toml requirements-dev.txt cpp_ext/masking.h cpp_ext/masking_cpu.cpp cpp_ext/masking_cuda.cu
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,11 +28,20 @@ system-deps:
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing Debian packages: $(SYSTEM_PKGS)"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PKGS)) >/dev/null \
-			|| echo "note: apt-get failed; RTSP and Fashion-MNIST tests will skip"; \
-	else echo "note: not root or no apt-get; RTSP and Fashion-MNIST tests will skip (needs: $(SYSTEM_PKGS))"; fi
+			|| echo "note: apt-get failed; the tests and lanes that need these packages will skip and say why"; \
+	else echo "note: not root or no apt-get; the tests and lanes that need them will skip (needs: $(SYSTEM_PKGS))"; fi
 
-test: $(STAMP) system-deps
+# make test = the main suite, then the JetPack-like lane (numpy 1.x, system OpenCV with GStreamer), then the ARM lane.
+test: test-main test-jetpack test-arm
+
+test-main: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
+
+test-jetpack: system-deps
+	bash tests/lanes/jetpack_like.sh
+
+test-arm: $(STAMP) system-deps
+	bash tests/lanes/arm.sh
 
 demo: $(STAMP)
 	$(BIN)/python -m pcedge.demo --out $(DEMO)
@@ -38,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf build $(DEMO) pcedge/*.so
+	rm -rf build $(DEMO) pcedge/*.so .venv-jetpack

@@ -120,10 +120,14 @@ setup(
     package_data={"pcedge": ["data/*"]},
     ext_modules=[cpu_ext, cuda_ext],
     cmdclass={"build_ext": BuildExtWithCuda},
-    install_requires=["numpy>=1.23", "opencv-python-headless>=4.6", "onnxruntime>=1.16", "tqdm>=4.60"],
+    # OpenCV and ONNX Runtime are extras, not requirements: on a Jetson, pip's OpenCV would shadow JetPack's (which
+    # has GStreamer, the only way to CSI cameras), and onnxruntime beside onnxruntime-gpu hides the GPU providers.
+    install_requires=["numpy>=1.21", "tqdm>=4.60"],
     extras_require={
-        "export": ["torch>=2.1", "onnx>=1.15"],
-        "gpu": ["onnxruntime-gpu>=1.16"],
+        "cpu": ["onnxruntime>=1.16", "opencv-python-headless>=4.6"],  # desktops and servers without a GPU
+        "gpu": ["onnxruntime-gpu>=1.16", "opencv-python-headless>=4.6"],  # x86 with an NVIDIA GPU: one ONNX Runtime only
+        "opencv": ["opencv-python-headless>=4.6"],
+        "export": ["torch>=2.1", "onnx>=1.15", "onnxscript"],
         "trt": ["tensorrt>=10.0", "cuda-python>=12.0"],
         "dev": ["pytest>=7", "hypothesis>=6.80"],
     },

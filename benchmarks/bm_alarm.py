@@ -12,6 +12,9 @@ Per sequence and schedule (``auto``: the cost-aware default, ``per-disagreer``: 
 disagreeing mask, the old default): share of frames at each alarm level, share of frames with the
 stream alarm raised, two-mask images per frame, latency mean/p50/p99 and the ratio to one undefended
 batch-K inference measured in the same run. The two schedules' decisions are checked to be identical.
+For patched sequences, the share of frames where the patch fools the undefended model (its label leaves
+the cup's classes, or differs from its label on the same frame without the patch) says whether the
+attack still works after the camera's compression.
 
     python benchmarks/bm_alarm.py --model demo_out/efficientnet_lite0.onnx --json benchmarks/results/alarm_cpu.json
 """
@@ -35,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from pcedge.alarm import DEFAULT_WINDOW, LEVELS, StreamAlarm  # noqa: E402
 from pcedge.bench import camera_frames, held_out_camera_frames, pasted_frames  # noqa: E402
-from pcedge.demo import CLIP_FPS, CLIP_SIZE, PATCH_ANCHOR, PATCHED_PHOTO, SECONDS_PER_PHOTO, shipped_patch  # noqa: E402
+from pcedge.demo import AVOID, CLIP_FPS, CLIP_SIZE, PATCH_ANCHOR, PATCHED_PHOTO, SECONDS_PER_PHOTO, shipped_patch  # noqa: E402
 from pcedge.machine import machine_info  # noqa: E402
 from pcedge.runtime.driver import PatchCleanser  # noqa: E402
 from pcedge.runtime.masking import write_frame  # noqa: E402
@@ -107,6 +110,18 @@ def sequences(pc: PatchCleanser, workdir: Path, count: int) -> dict[str, tuple[s
     return out
 
 
+def fooled_share(pc: PatchCleanser, name: str, frames: list[np.ndarray], seqs: dict) -> float | None:
+    """For patched sequences: how often the patch changes the undefended model's label (None for clean ones)."""
+    threat = seqs[name][0]
+    if threat == "clean":
+        return None
+    labels = [pc.predict_undefended(f) for f in frames]
+    if name.startswith("camera views"):  # the same views without the patch are the reference
+        clean = [pc.predict_undefended(f) for f in seqs["camera views (30 photos' views)"][1]]
+        return round(float(np.mean([a != b for a, b in zip(labels, clean)])), 4)
+    return round(float(np.mean([label not in AVOID for label in labels])), 4)  # the demo patch: off the cup's classes
+
+
 def run_sequence(pc: PatchCleanser, frames: list[np.ndarray]) -> dict:
     alarm = StreamAlarm.from_text(DEFAULT_WINDOW)
     levels, alarmed, passes, latency, decisions = [], [], [], [], []
@@ -152,6 +167,7 @@ def main() -> int:
         with PatchCleanser.from_onnx(args.model, backend=args.backend, second_round="per-disagreer") as pc:
             seqs = sequences(pc, Path(tmp), args.camera_frames)
             report["undefended_batch_k_ms"] = round(undefended_batch_ms(pc, seqs["camera views (30 photos' views)"][1]), 1)
+            fooled = {name: fooled_share(pc, name, frames, seqs) for name, (_, frames) in seqs.items()}
         results = {}
         for schedule in SCHEDULES:
             with PatchCleanser.from_onnx(args.model, backend=args.backend, second_round=schedule) as pc:
@@ -164,7 +180,7 @@ def main() -> int:
         auto, old = results[("auto", name)], results[("per-disagreer", name)]
         assert auto["decisions"] == old["decisions"], f"{name}: the schedules decided differently"
         for schedule, r in (("auto", auto), ("per-disagreer", old)):
-            report["rows"].append({"sequence": name, "threat": threat, "schedule": schedule,
+            report["rows"].append({"sequence": name, "threat": threat, "schedule": schedule, "undefended_fooled": fooled[name],
                                    **{k: v for k, v in r.items() if k != "decisions"},
                                    "mean_vs_undefended_batch": round(r["mean_ms"] / base, 2),
                                    "two_mask_images_vs_per_disagreer": round(r["two_mask_images_mean"] / max(old["two_mask_images_mean"], 1e-9), 3)})
@@ -179,12 +195,13 @@ def main() -> int:
 def markdown(report: dict) -> str:
     lines = [f"undefended batch-K inference: {report['undefended_batch_k_ms']} ms (p50); stream alarm window {report['window']}; "
              f"schedules: " + "; ".join(f"{k} = {v}" for k, v in report["schedules"].items()), "",
-             "| sequence | threat | schedule | frames | clear | uncertain | **patch** | stream alarm | 2-mask images/frame (vs old) "
-             "| mean ms | p50 | p99 | mean / undefended bK |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| sequence | threat | undefended fooled | schedule | frames | clear | uncertain | **patch** | stream alarm "
+             "| 2-mask images/frame (vs old) | mean ms | p50 | p99 | mean / undefended bK |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         lv = r["levels"]
-        lines.append(f"| {r['sequence']} | {r['threat']} | {r['schedule']} | {r['frames']} | {100 * lv['clear']:.0f}% | "
+        fooled = "-" if r["undefended_fooled"] is None else f"{100 * r['undefended_fooled']:.0f}%"
+        lines.append(f"| {r['sequence']} | {r['threat']} | {fooled} | {r['schedule']} | {r['frames']} | {100 * lv['clear']:.0f}% | "
                      f"{100 * lv['uncertain']:.0f}% | **{100 * lv['patch']:.0f}%** | {100 * r['stream_alarm_rate']:.0f}% | "
                      f"{r['two_mask_images_mean']:.1f} ({r['two_mask_images_vs_per_disagreer']:.2f}x) | {r['mean_ms']:.0f} | "
                      f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['mean_vs_undefended_batch']:.2f}x |")

@@ -11,19 +11,26 @@ from types import ModuleType
 
 from .errors import MissingDependencyError
 
-_HINTS = {
+HINTS = {
     "torch": "pip install 'patchcleanser-edge[export]' (CPU wheel: pip install torch)",
     "onnx": "pip install 'patchcleanser-edge[export]'",
     "onnxscript": "pip install onnxscript (needed only by the dynamo exporter)",
-    "tensorrt": "on Jetson: sudo apt install python3-libnvinfer (JetPack); on x86: pip install "
-    "'patchcleanser-edge[trt]' with NVIDIA's index reachable",
+    "tensorrt": "on Jetson: sudo apt install python3-libnvinfer (JetPack's, matching its libraries); on x86: "
+    "pip install 'patchcleanser-edge[trt]' (the tensorrt package pulls bindings and libraries together)",
     "cupy": "pip install cupy-cuda12x (or cupy-cuda13x) matching your CUDA runtime",
     "cuda": "pip install 'patchcleanser-edge[trt]' (cuda-python)",
+    "cv2": "desktop: pip install 'patchcleanser-edge[cpu]' (pip's OpenCV); Jetson: use JetPack's python3-opencv, which "
+    "has GStreamer for CSI cameras (a venv needs --system-site-packages to see it)",
     "tqdm": "pip install tqdm",
     "matplotlib": "pip install matplotlib",
-    "onnxruntime": "pip install onnxruntime (or onnxruntime-gpu)",
+    "onnxruntime": "pip install 'patchcleanser-edge[cpu]' (or [gpu] for onnxruntime-gpu; never both)",
     "timm": "pip install timm --no-deps",
 }
+
+
+def numpy_abi_problem(error: str) -> bool:
+    """True when an import failed because a module was built for numpy 1 and numpy 2 is installed."""
+    return any(text in error for text in ("compiled using NumPy 1.x", "_ARRAY_API not found", "numpy.core.multiarray failed"))
 
 
 def require(module: str, purpose: str = "") -> ModuleType:
@@ -32,7 +39,10 @@ def require(module: str, purpose: str = "") -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         top = module.split(".")[0]
-        hint = _HINTS.get(top, f"pip install {top}")
+        hint = HINTS.get(top, f"pip install {top}")
+        if numpy_abi_problem(str(exc)):
+            hint = (f"{top} here was built for numpy 1, and numpy {importlib.import_module('numpy').__version__} is installed: "
+                    "pip install 'numpy<2' (JetPack's and Debian's modules are built for numpy 1)")
         what = f" for {purpose}" if purpose else ""
         raise MissingDependencyError(f"'{module}' is needed{what} but could not be imported ({exc}). Install: {hint}") from exc
 

@@ -329,7 +329,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     parse_window(args.alarm)  # refuse a bad --alarm before loading the model
     source_options = SourceOptions(width=args.width, height=args.height, fps=args.rate, codec=args.codec, loop=args.loop,
-                                   reconnect_s=args.reconnect, stall_s=args.stall_timeout)
+                                   reconnect_s=args.reconnect, stall_s=args.stall_timeout, rtsp_backend=args.rtsp_backend)
     output = args.output
     if output is None and not args.headless:
         if display_available():
@@ -401,6 +401,9 @@ def _add_run(sub) -> None:
     cam.add_argument("--codec", default="", help="camera FOURCC, e.g. MJPG or YUYV")
     cam.add_argument("--reconnect", type=float, default=30.0, help="seconds to keep reopening a lost live source")
     cam.add_argument("--stall-timeout", type=float, default=5.0, help="seconds without a frame before a live source counts as stalled")
+    cam.add_argument("--rtsp-backend", choices=["ffmpeg", "gstreamer"], default="ffmpeg",
+                     help="read rtsp:// with OpenCV's FFmpeg, or with GStreamer (H.264; on a Jetson its hardware decoder; "
+                          "needs an OpenCV with GStreamer)")
     p.set_defaults(func=cmd_run)
 
 

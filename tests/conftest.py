@@ -23,6 +23,12 @@ settings.register_profile("dev", max_examples=60, print_blob=True, deadline=None
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def examples(count: int) -> int:
+    """A property test's example count, scaled by PCEDGE_EXAMPLES_SCALE (the ARM lane runs pure-Python
+    properties under emulation, where 3000 examples take minutes and check nothing platform-specific)."""
+    return max(20, int(count * float(os.environ.get("PCEDGE_EXAMPLES_SCALE", "1"))))
+
+
 @dataclass
 class TrainedModel:
     module: Any  # the PyTorch model (eval mode)

@@ -18,6 +18,7 @@ from pcedge.defense import (
 )
 from pcedge.errors import ConfigError
 from pcedge.masks import MaskSet
+from tests.conftest import examples
 
 
 def reference_double_masking(table: np.ndarray) -> int:
@@ -139,7 +140,7 @@ def test_bad_tables_and_callbacks_are_refused():
 
 
 # ------------------------------------------------------------------------------------ properties
-@settings(max_examples=3000)
+@settings(max_examples=examples(3000))
 @given(label_tables(), st.sampled_from([None, 1, 2, 5]))
 def test_matches_reference_and_on_demand_agrees_with_table(table, chunk):
     expected = reference_double_masking(table)
@@ -152,7 +153,7 @@ def test_matches_reference_and_on_demand_agrees_with_table(table, chunk):
     assert d_demand.two_mask_passes <= k * (k - 1) // 2  # symmetric labels are never recomputed
 
 
-@settings(max_examples=2000)
+@settings(max_examples=examples(2000))
 @given(label_tables(max_k=16), st.lists(st.integers(1, 20), min_size=1, max_size=20))
 def test_any_chunk_schedule_gives_the_table_decision_and_counts_what_it_asked(table, plan):
     """A schedule (chunk size as a function of the labels still needed) changes the work, never the answer."""
@@ -173,7 +174,7 @@ def test_any_chunk_schedule_gives_the_table_decision_and_counts_what_it_asked(ta
     assert all(n >= 1 for n in asked)
 
 
-@settings(max_examples=1500)
+@settings(max_examples=examples(1500))
 @given(label_tables(max_k=16), st.randoms(use_true_random=False), st.sampled_from([None, 1, 3]))
 def test_any_ask_order_gives_the_table_decision(table, rng, chunk):
     k = table.shape[0]
@@ -226,7 +227,7 @@ def attacked_tables(draw):
     return table, true_label, covering
 
 
-@settings(max_examples=2000)
+@settings(max_examples=examples(2000))
 @given(attacked_tables())
 def test_soundness_certified_label_survives_any_patch(case):
     table, true_label, covering = case

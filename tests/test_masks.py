@@ -16,6 +16,7 @@ from pcedge.masks import (
     parse_patch,
     patch_size_from_fraction,
 )
+from tests.conftest import examples
 
 
 def brute_force_uncovered(mask_set: MaskSet, shape: tuple[int, int]) -> list[tuple[int, int]]:
@@ -205,7 +206,7 @@ def test_generated_sets_are_covering_by_brute_force(case):
     assert cols[0] == 0 and cols[-1] + ms.mask_size[1] == ms.image_size[1]
 
 
-@settings(max_examples=400)
+@settings(max_examples=examples(400))
 @given(
     h=st.integers(4, 30),
     w=st.integers(4, 30),
@@ -232,7 +233,7 @@ def test_verify_agrees_with_brute_force_on_random_window_sets(h, w, data):
         assert report.min_masks_covering >= 1 and report.worst_margin >= 0
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(n=st.integers(6, 24), p=st.integers(1, 8), k=st.integers(1, 4), drop=st.integers(0, 100))
 def test_two_patch_verify_agrees_with_brute_force(n, p, k, drop):
     p = min(p, n)
@@ -269,7 +270,7 @@ def brute_force_one_patch_touches(ms: MaskSet, indices) -> bool:
     return False
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.integers(8, 30), st.integers(1, 6), st.integers(1, 4), st.data())
 def test_one_patch_touches_equals_brute_force(n, p, per_axis, data):
     p = min(p, n)
@@ -278,7 +279,7 @@ def test_one_patch_touches_equals_brute_force(n, p, per_axis, data):
     assert ms.one_patch_touches(indices) == brute_force_one_patch_touches(ms, indices)
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(st.integers(1, 3), st.data())
 def test_one_patch_touches_with_several_shapes_equals_brute_force(stride, data):
     ms = MaskSet.rectangles(16, [(2, 8), (4, 4), (8, 2)], stride=stride)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +18,7 @@ from pcedge.errors import KernelError
 from pcedge.masks import MaskSet
 from pcedge.preprocess import PreprocessSpec, masked_batch_reference, preprocess_reference
 from pcedge.runtime.masking import CudaMaskWriter, cuda_writer_available, write_masked, write_masked_frame
+from tests.conftest import examples
 
 ROOT = Path(__file__).resolve().parents[2]
 MS = MaskSet.square(224, patch_fraction=0.02, masks_per_axis=6)
@@ -46,7 +49,7 @@ def test_two_mask_batch_threads_and_larger_buffer(threads):
     assert np.isnan(out[70:]).all(), "images beyond the selection must stay untouched"
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(
     h=st.integers(1, 24), w=st.integers(1, 24), c=st.integers(1, 4), data=st.data(),
     dtype=st.sampled_from([np.float32, np.float16]), two=st.booleans(), patches=st.sampled_from([1, 2]),
@@ -113,6 +116,26 @@ def test_half_conversion_matches_numpy_on_hard_values():
         expected = values.astype(np.float16).view(np.uint16)
     assert np.array_equal(ours, expected)
     assert _masking_cpu.float_to_half_bits(float("nan")) & 0x7C00 == 0x7C00
+    assert np.array_equal(_masking_cpu.floats_to_halves(values), expected), "the vector path agrees with numpy too"
+
+
+def test_vector_half_conversion_is_the_one_the_cpu_has():
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    expected = {"x86_64": "f16c" if " f16c" in flags else "portable", "aarch64": "neon"}.get(platform.machine(), "portable")
+    assert _masking_cpu.half_conversion_path == expected
+
+
+def test_vector_half_conversion_is_bit_identical_to_the_portable_routine():
+    """Every float32 bit pattern (NaNs with payloads, subnormals, both infinities, ties) converts to the same half
+    on the F16C / NEON path as with the routine the CUDA kernel uses. PCEDGE_HALF_STEP > 1 samples every
+    step-th pattern (the ARM lane under emulation); the default checks all 2^32 of them (about 11 s natively)."""
+    step = int(os.environ.get("PCEDGE_HALF_STEP", "1"))
+    checked, differing, examples = _masking_cpu.half_conversion_mismatches(0, 2**32, step)
+    assert checked == -(-(2**32) // step)
+    assert differing == 0, [hex(b) for b in examples]
+    nan_payloads = np.array([0x7F800001, 0x7FC00000, 0xFFBFFFFF, 0x7FFFFFFF, 0x7F802000], np.uint32).view(np.float32)
+    fast, portable = _masking_cpu.floats_to_halves(nan_payloads), _masking_cpu.floats_to_halves(nan_payloads, True)
+    assert np.array_equal(fast, portable) and ((fast & 0x7E00) == 0x7E00).all(), "NaNs stay NaNs, quieted"
 
 
 # ------------------------------------------------------------------------------------ frame twin
@@ -150,8 +173,11 @@ def test_frame_twin_agrees_with_opencv_resize_within_its_fixed_point_rounding():
     cv_ref = ((crop - np.array(spec.mean, np.float32)) / np.array(spec.std, np.float32)).transpose(2, 0, 1)
     got = write_masked_frame(frame, spec, MS, [0], np.empty((1, 3, 224, 224), np.float32))[0]
     keep = MS.keep_masks()[0]
-    # OpenCV rounds to uint8 after resizing: at most 1/255 per pixel, i.e. 1 / (255 * min(std)).
-    assert np.abs(got - cv_ref)[:, keep].max() <= 1.0 / (255 * min(spec.std)) + 1e-5
+    # OpenCV rounds to uint8 after resizing: at most 1/255 per pixel, i.e. 1 / (255 * min(std)). On Arm its resize
+    # runs in a custom HAL (KleidiCV / carotene) with coarser fixed-point weights: up to 2 levels (1.3 measured under
+    # the ARM lane); the writer itself equals the float reference on every platform (test_frame_twin_matches_reference).
+    levels = 2 if cv2.getBuildInformation().count("KleidiCV") or "carotene" in cv2.getBuildInformation() else 1
+    assert np.abs(got - cv_ref)[:, keep].max() <= levels / (255 * min(spec.std)) + 1e-5
 
 
 def test_frame_errors():
@@ -174,6 +200,8 @@ NVCC = shutil.which("nvcc")
 
 @pytest.mark.slow
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed: the CUDA kernel cannot be compiled here")
+@pytest.mark.skipif(platform.machine() != "x86_64" or os.environ.get("QEMU_CPU") is not None,
+                    reason="nvcc found here is an x86 host binary; this Python runs under emulation (the ARM lane)")
 def test_cuda_kernel_compiles_for_orin_and_hopper(tmp_path):
     import pybind11
     import sysconfig

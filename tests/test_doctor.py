@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pcedge._cache import cache_dir
 from pcedge.doctor import run_doctor, system_opencv_has_gstreamer
+from tests.support.wheels import wheel_contents
 
 ROOT = Path(__file__).resolve().parents[1]
 TENSORRT_BINDINGS = "tensorrt-cu12-bindings==10.3.0"  # JetPack 6's TensorRT; the wheel holds the bindings, not the libraries
@@ -22,17 +22,6 @@ def doctor(python: str = sys.executable, extra_path: list[Path] | None = None) -
     out = subprocess.run([python, "-m", "pcedge.cli", "doctor", "--json"], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
     return {row["name"]: row for row in json.loads(out.stdout)["checks"]}
-
-
-def pip_target(requirement: str, name: str) -> Path:
-    """``requirement`` unpacked (no dependencies) into a cached folder, as ``pip install --target`` leaves it."""
-    folder = cache_dir("test-wheels", name)
-    if not folder.is_dir():
-        result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--only-binary=:all:", "--target",
-                                 str(folder), requirement], capture_output=True, text=True, timeout=600)
-        if result.returncode != 0:
-            pytest.skip(f"cannot download {requirement} from PyPI here: {result.stderr.strip().splitlines()[-1:]}")
-    return folder
 
 
 def test_report_is_complete_and_every_failed_check_says_what_to_do():
@@ -50,7 +39,7 @@ def test_pip_opencv_shadowing_the_system_opencv_with_gstreamer_is_explained():
 
 
 def test_tensorrt_bindings_without_their_libraries_are_explained():
-    bindings = pip_target(TENSORRT_BINDINGS, "tensorrt-cu12-bindings-10.3.0")
+    bindings = wheel_contents(TENSORRT_BINDINGS, "tensorrt-cu12-bindings-10.3.0")
     row = doctor(extra_path=[bindings])["tensorrt"]
     if row["ok"]:
         pytest.skip("TensorRT's libraries are installed here: the bindings load")
@@ -72,6 +61,6 @@ def test_two_onnxruntime_distributions_are_explained(tmp_path):
     ["/usr/bin/python3", "-c", "import cv2, numpy; assert numpy.__version__.startswith('1.')"], capture_output=True).returncode,
     reason="needs Debian's python3 with python3-opencv built for numpy 1 (make system-deps)")
 def test_numpy_2_beside_an_opencv_built_for_numpy_1_is_explained():
-    numpy2 = pip_target("numpy>=2,<3", "numpy2-cp311")
+    numpy2 = wheel_contents("numpy>=2,<3", "numpy2-cp311")
     row = doctor(python="/usr/bin/python3", extra_path=[numpy2])["opencv"]
     assert not row["ok"] and "built for numpy 1" in row["detail"] and "numpy<2" in row["fix"]

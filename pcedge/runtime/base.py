@@ -99,6 +99,11 @@ class Engine(ABC):
         """Which backend and provider actually runs, for logs and results."""
         return self.backend
 
+    @property
+    def stream(self) -> int:
+        """The CUDA stream this engine computes on, where the CUDA writer must launch (0: none / the CPU)."""
+        return 0
+
     def identity(self) -> dict[str, Any] | None:
         """What determines this engine's speed (model file hash, backend, precision, library version), for caches
         of measurements such as the latency curve; None when there is no stable identity (an in-memory model)."""

@@ -211,7 +211,7 @@ class PatchCleanser:
             write_masked_frame(source, self.spec, self.mask_set, selection, self.engine.full_buffer(), frame_order=self.frame_order)
         else:
             self._cuda_writer.write_masked_frame(source, self.spec, selection, self.engine.full_buffer(),
-                                                 frame_order=self.frame_order, stream=getattr(self.engine, "stream", 0))
+                                                 frame_order=self.frame_order, stream=self.engine.stream)
 
     def _upload(self, frame: np.ndarray) -> Any:
         """Copy the camera frame to the GPU (CuPy), reusing the device buffer."""

@@ -2,7 +2,10 @@
 
 The input buffer is allocated once. On the CPU it is a numpy array the writer fills in place and ORT
 reads without a copy; with the CUDA or TensorRT provider it is a device OrtValue bound through IO
-binding, so masked images never travel through the host. Which provider really runs is read back from
+binding, so masked images never travel through the host. There, ONNX Runtime computes on a CUDA stream
+this engine owns (``user_compute_stream``) and the CUDA writer launches on the same stream (``stream``),
+so the writes are ordered before the inference that reads them (ONNX Runtime would otherwise compute on
+a stream of its own while the writer used the legacy default stream). Which provider really runs is read back from
 the session and logged: ORT silently falls back to the CPU when a GPU provider cannot load.
 """
 
@@ -23,8 +26,11 @@ PROVIDERS = {
 }
 
 
-def provider_options(backend: str, cache_dir: Path, fp16: bool) -> list[Any]:
-    """Providers with sensible options: engine and timing caches on disk, FP16 where asked."""
+def provider_options(backend: str, cache_dir: Path, fp16: bool, stream: int = 0) -> list[Any]:
+    """Providers with sensible options: engine and timing caches on disk, FP16 where asked, and pcedge's own CUDA
+    stream as the compute stream of the GPU providers (``user_compute_stream``), so the CUDA writer's masked
+    images and ONNX Runtime's inference run in order on one stream without a device-wide synchronization."""
+    on_stream = {"has_user_compute_stream": "1", "user_compute_stream": str(stream)} if stream else {}
     options: list[Any] = []
     for name in PROVIDERS[backend]:
         if name == "TensorrtExecutionProvider":
@@ -33,9 +39,10 @@ def provider_options(backend: str, cache_dir: Path, fp16: bool) -> list[Any]:
                 "trt_engine_cache_path": str(cache_dir),
                 "trt_timing_cache_enable": True,
                 "trt_fp16_enable": fp16,
+                **on_stream,
             }))
         elif name == "CUDAExecutionProvider":
-            options.append((name, {"cudnn_conv_algo_search": "HEURISTIC"}))
+            options.append((name, {"cudnn_conv_algo_search": "HEURISTIC", **on_stream}))
         else:
             options.append(name)
     return options
@@ -71,6 +78,8 @@ class OrtEngine(Engine):
         self._device_value = None
         self._binding = None
         self._output = "labels"
+        self._stream = 0
+        self._cudart = None
         self.providers: list[str] = []
 
     # ------------------------------------------------------------------------------- lifecycle
@@ -92,9 +101,15 @@ class OrtEngine(Engine):
             options.intra_op_num_threads = self._threads
         if self.backend == "ort-trt":
             self._cache_dir.mkdir(parents=True, exist_ok=True)
+        if self.device == "cuda":
+            from .cuda_runtime import create_stream, cudart_module
+
+            self._cudart = cudart_module()
+            self._stream = create_stream(self._cudart)
         try:
             self._session = ort.InferenceSession(str(self.model_path), options,
-                                                 providers=provider_options(self.backend, self._cache_dir, self._fp16))
+                                                 providers=provider_options(self.backend, self._cache_dir, self._fp16,
+                                                                            self._stream))
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise EngineError(f"{self.name}: cannot load {self.model_path} ({str(exc).splitlines()[0]})") from exc
         self.providers = self._session.get_providers()
@@ -117,6 +132,14 @@ class OrtEngine(Engine):
         self._host = None
         self._device_value = None
         self._binding = None
+        if self._stream:
+            self._cudart.cudaStreamDestroy(self._stream)
+            self._stream = 0
+
+    @property
+    def stream(self) -> int:
+        """The CUDA stream ONNX Runtime computes on and the CUDA writer must launch on (0 on the CPU)."""
+        return self._stream
 
     def _check_outputs_finite(self, outputs: list[str]) -> None:
         """Refuse a model whose scores are NaN/Inf on ordinary input (broken weights or export).

@@ -23,25 +23,20 @@ import numpy as np
 from .._optional import require
 from ..errors import EngineError
 from .base import Engine, InputMetadata
+from .cuda_runtime import check_call, cuda_device, cudart_module
 from .trt_cache import EngineCache, EngineKey, file_sha256, profile_shapes
 
 log = logging.getLogger("pcedge.tensorrt")
 
 
-def _cudart():
-    """cuda-python's runtime module (``cuda.bindings.runtime`` in 12.6+, ``cuda.cudart`` before)."""
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        runtime = require("cuda.cudart", "the TensorRT backend's device buffers")
-    return runtime
-
-
-def _check(result: Any, what: str) -> Any:
-    err, *rest = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        raise EngineError(f"CUDA error {int(err)} in {what}")
-    return rest[0] if len(rest) == 1 else rest
+def effective_precision(tensorrt_version: str, requested: str) -> str:
+    """What the engine will really compute in. TensorRT 11 builds strongly typed networks only: the precision
+    follows the ONNX file's tensor types (a pcedge export is FP32), and the FP16 builder flag is gone."""
+    if requested == "fp16" and int(str(tensorrt_version).split(".")[0]) >= 11:
+        log.warning("TensorRT %s builds strongly typed networks: this FP32 model runs in FP32 (export an FP16 model "
+                    "for FP16)", tensorrt_version)
+        return "fp32"
+    return requested
 
 
 class _DeviceBuffer:
@@ -51,7 +46,7 @@ class _DeviceBuffer:
         self._cudart = cudart
         self.shape, self.dtype = shape, np.dtype(dtype)
         self.nbytes = int(np.prod(shape)) * self.dtype.itemsize
-        self.ptr = int(_check(cudart.cudaMalloc(self.nbytes), "cudaMalloc"))
+        self.ptr = int(check_call(cudart.cudaMalloc(self.nbytes), f"cudaMalloc({self.nbytes} bytes)", cudart))
 
     @property
     def __cuda_array_interface__(self) -> dict:
@@ -95,12 +90,13 @@ class TensorRTEngine(Engine):
     # ------------------------------------------------------------------------------- build / load
     def _activate(self) -> None:
         trt = require("tensorrt", "the TensorRT backend")
-        cudart = _cudart()
+        cudart = cudart_module()
         self._trt, self._cudart = trt, cudart
         if not self.onnx_path.is_file():
             raise EngineError(f"{self.name}: model file {self.onnx_path} does not exist")
-        device = _check(cudart.cudaGetDevice(), "cudaGetDevice")
-        props = _check(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+        device = cuda_device(cudart)
+        props = check_call(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties", cudart)
+        self.precision = effective_precision(trt.__version__, self.precision)
         gpu = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
         key = EngineKey(file_sha256(self.onnx_path), trt.__version__, gpu, f"{props.major}.{props.minor}",
                         self.precision, *self.profile)
@@ -126,7 +122,7 @@ class TensorRTEngine(Engine):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise EngineError(f"{self.name}: TensorRT cannot parse {self.onnx_path}: {errors}")
         config = builder.create_builder_config()
-        if self.precision == "fp16":
+        if self.precision == "fp16":  # TensorRT 10 only (effective_precision): 11 has neither the flag nor the query
             if builder.platform_has_fast_fp16:
                 config.set_flag(trt.BuilderFlag.FP16)
             else:
@@ -168,7 +164,7 @@ class TensorRTEngine(Engine):
         chw = tuple(int(d) for d in shape[1:])
         max_batch = self.profile[2]
         self._meta = InputMetadata(self._input, chw, np.dtype(np.float32), max_batch)
-        self._stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._stream = check_call(cudart.cudaStreamCreate(), "cudaStreamCreate", cudart)
         self._in_buf = _DeviceBuffer(cudart, (max_batch, *chw), np.float32)
         self._out_bufs = {}
         for name in outputs:
@@ -219,17 +215,17 @@ class TensorRTEngine(Engine):
         if n == self.num_masks and self.use_cuda_graph:
             if self._graph_exec is None:
                 self._enqueue(n)  # one run first: TensorRT may allocate on the first enqueue of a shape
-                _check(cudart.cudaStreamBeginCapture(self._stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture")
+                check_call(cudart.cudaStreamBeginCapture(self._stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture", cudart)
                 self._enqueue(n)
-                graph = _check(cudart.cudaStreamEndCapture(self._stream), "cudaStreamEndCapture")
-                self._graph_exec = _check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
-            _check(cudart.cudaGraphLaunch(self._graph_exec, self._stream), "cudaGraphLaunch")
+                graph = check_call(cudart.cudaStreamEndCapture(self._stream), "cudaStreamEndCapture", cudart)
+                self._graph_exec = check_call(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate", cudart)
+            check_call(cudart.cudaGraphLaunch(self._graph_exec, self._stream), "cudaGraphLaunch", cudart)
         else:
             self._enqueue(n)
         out = self._out_bufs[self._output]
         nbytes = n * int(np.prod(out.shape[1:])) * out.dtype.itemsize
-        _check(cudart.cudaMemcpyAsync(self._host_out.ctypes.data, out.ptr, nbytes,
-                                      cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream), "cudaMemcpyAsync")
-        _check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+        check_call(cudart.cudaMemcpyAsync(self._host_out.ctypes.data, out.ptr, nbytes,
+                                      cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream), "cudaMemcpyAsync", cudart)
+        check_call(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize", cudart)
         result = self._host_out[:n]
         return result if self._output == "labels" else result.argmax(axis=1)

@@ -36,7 +36,7 @@ def numpy_abi_problem(error: str) -> bool:
 def require(module: str, purpose: str = "") -> ModuleType:
     """Import ``module`` or raise MissingDependencyError naming what needs it and how to install it."""
     try:
-        return importlib.import_module(module)
+        imported = importlib.import_module(module)
     except ImportError as exc:
         top = module.split(".")[0]
         hint = HINTS.get(top, f"pip install {top}")
@@ -45,6 +45,10 @@ def require(module: str, purpose: str = "") -> ModuleType:
                     "pip install 'numpy<2' (JetPack's and Debian's modules are built for numpy 1)")
         what = f" for {purpose}" if purpose else ""
         raise MissingDependencyError(f"'{module}' is needed{what} but could not be imported ({exc}). Install: {hint}") from exc
+    from .logsetup import tame
+
+    tame(module.split(".")[0])
+    return imported
 
 
 def is_available(module: str) -> bool:

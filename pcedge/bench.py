@@ -24,9 +24,11 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
+from .alarm import LEVELS
 from .errors import ConfigError
 from .machine import machine_info, process_memory_mb
 from .runtime.driver import PatchCleanser
+from .progress import progress
 from .runtime.masking import write_frame
 
 FRAME_SIZE = (720, 1280)
@@ -83,11 +85,12 @@ def held_out_camera_frames(count: int, size: tuple[int, int] = FRAME_SIZE) -> li
     return [camera_view(photos[i % len(photos)], 0.5 * (i // len(photos)) % 1.0, size)[0] for i in range(count)]
 
 
-def timed(fn: Callable[[np.ndarray], Any], frames: list[np.ndarray], warmup: int) -> tuple[list[float], list[Any]]:
+def timed(fn: Callable[[np.ndarray], Any], frames: list[np.ndarray], warmup: int, desc: str = "") -> tuple[list[float], list[Any]]:
+    """Per-frame milliseconds of ``fn`` after ``warmup`` untimed calls, and its outputs (a progress bar while it runs)."""
     for frame in frames[:warmup]:
         fn(frame)
     samples, outputs = [], []
-    for frame in frames:
+    for frame in progress(frames, desc=desc or "timing", unit="frame", enabled=bool(desc)):
         t0 = time.perf_counter()
         outputs.append(fn(frame))
         samples.append((time.perf_counter() - t0) * 1e3)
@@ -179,12 +182,13 @@ def load_torch_model(source: str | None, model_path: str | Path) -> tuple[Any, s
     return load_model(source).module.eval(), ""
 
 
-def run_bench(model_path: str | Path, options: BenchOptions, progress: Callable[[str], None] = print) -> dict[str, Any]:
+def run_bench(model_path: str | Path, options: BenchOptions, report_line: Callable[[str], None] = print) -> dict[str, Any]:
     if options.frames < 1 or options.warmup < 0 or not 0 <= options.attack_rate <= 1:
         raise ConfigError("frames >= 1, warmup >= 0 and 0 <= attack_rate <= 1 are required")
     frames = camera_frames(options.frames)
     rows: list[Row] = []
     notes: list[str] = []
+    curves: dict[str, Any] = {}
     torch_model, why_no_torch = load_torch_model(options.torch_model, model_path)
     if why_no_torch:
         notes.append(f"original PyTorch baseline and optimized patch: {why_no_torch}")
@@ -192,27 +196,33 @@ def run_bench(model_path: str | Path, options: BenchOptions, progress: Callable[
     for backend in options.backends:
         with PatchCleanser.from_onnx(model_path, backend=backend, patch=options.patch, masks_per_axis=options.masks_per_axis) as pc:
             name, k = pc.engine.describe(), len(pc.mask_set)
-            progress(f"# {name}: K={k}, {len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]}")
+            report_line(f"# {name}: K={k}, {len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]}; second round: "
+                        f"{pc.schedule}")
+            if pc.latency_curve is not None:
+                curves[name] = {**pc.latency_curve.as_dict(), "schedule": pc.schedule}
             buffer = pc.engine.full_buffer()
             if pc.engine.device == "cpu":
                 def undefended(frame: np.ndarray, n: int) -> Any:
                     write_frame(frame, pc.spec, buffer, count=n)
                     return pc.engine.infer(n)
 
-                rows.append(Row("undefended batch 1", name, timed(lambda f: undefended(f, 1), frames, options.warmup)[0]))
-                rows.append(Row(f"undefended batch {k}", name, timed(lambda f: undefended(f, k), frames, options.warmup)[0]))
+                rows.append(Row("undefended batch 1", name, timed(lambda f: undefended(f, 1), frames, options.warmup,
+                                                                  "undefended batch 1")[0]))
+                rows.append(Row(f"undefended batch {k}", name, timed(lambda f: undefended(f, k), frames, options.warmup,
+                                                                     f"undefended batch {k}")[0]))
             else:
                 notes.append(f"{name}: undefended rows are measured on CPU engines only (the GPU path is in benchmarks/gpu_torch.py)")
             for label, stream in [("clean", frames), ("pasted patch", pasted_frames(frames, pc))] + (
                     [("optimized patch", optimized_frames(frames, pc, torch_model, min(len(frames), 4)))]
                     if torch_model is not None and options.optimize_patch else []):
-                samples, results = timed(pc.predict, stream, min(options.warmup, len(stream) - 1))
+                samples, results = timed(pc.predict, stream, min(options.warmup, len(stream) - 1), f"defended, {label}")
                 stages = {s: round(float(np.median([r.timings_ms[s] for r in results])), 3)
                           for s in ("masking", "first_round", "decision", "second_round")}
                 agreed = [t for t, r in zip(samples, results) if r.case == "agreed"]
                 rows.append(Row(f"defended, {label}", name, samples, {
                     "stage_p50_ms": stages,
-                    "agreed_frames": len(agreed), "agreed_p50_ms": round(float(np.median(agreed)), 3) if agreed else None, "alert_rate": round(float(np.mean([r.alert for r in results])), 3),
+                    "agreed_frames": len(agreed), "agreed_p50_ms": round(float(np.median(agreed)), 3) if agreed else None,
+                    "levels": {level: round(float(np.mean([r.level == level for r in results])), 3) for level in LEVELS},
                     "second_round_passes_mean": round(float(np.mean([r.two_mask_passes for r in results])), 2),
                     "second_round_passes_max": int(max(r.two_mask_passes for r in results)),
                     "disagreers_mean": round(float(np.mean([len(r.disagreers) for r in results])), 2)}))
@@ -220,12 +230,13 @@ def run_bench(model_path: str | Path, options: BenchOptions, progress: Callable[
                 attacked = pasted_frames(frames, pc)
                 rng = np.random.default_rng(0)
                 mixed = [attacked[i] if rng.random() < options.attack_rate else f for i, f in enumerate(frames)]
-                rows.append(Row(f"defended, stream {int(options.attack_rate * 100)}% attacked", name, timed(pc.predict, mixed, options.warmup)[0]))
+                title = f"defended, stream {int(options.attack_rate * 100)}% attacked"
+                rows.append(Row(title, name, timed(pc.predict, mixed, options.warmup, title)[0]))
             if torch_model is not None and baseline_backend is None:
                 baseline_backend = name
                 rows.append(_original_row(torch_model, pc, frames, options))
             if options.rss and pc.engine.device == "cpu":
-                progress("# measuring peak RSS in child processes")
+                report_line("# measuring peak RSS in child processes")
                 for row in rows:
                     if row.backend == name and row.name == f"undefended batch {k}":
                         row.extra["peak_rss_mb"] = peak_rss_mb(str(model_path), backend, options, "undefended")
@@ -233,7 +244,7 @@ def run_bench(model_path: str | Path, options: BenchOptions, progress: Callable[
                         row.extra["peak_rss_mb"] = peak_rss_mb(str(model_path), backend, options, "defended")
     results = [r.summary() for r in rows]
     return {"machine": machine_info(), "model": str(model_path), "options": {k: v for k, v in vars(options).items()},
-            "results": results, "ratios": ratios(results), "notes": notes}
+            "results": results, "ratios": ratios(results), "latency_curves": curves, "notes": notes}
 
 
 def _original_row(torch_model: Any, pc: PatchCleanser, frames: list[np.ndarray], options: BenchOptions) -> Row:
@@ -286,7 +297,8 @@ def format_table(report: dict[str, Any]) -> str:
     for r in report["results"]:
         notes = []
         if "second_round_passes_mean" in r:
-            notes.append(f"alerts {100 * r['alert_rate']:.0f}%, passes {r['second_round_passes_mean']:.1f} (max {r['second_round_passes_max']})"
+            notes.append(f"patch level {100 * r['levels']['patch']:.0f}%, uncertain {100 * r['levels']['uncertain']:.0f}%, "
+                         f"2-mask images {r['second_round_passes_mean']:.1f} (max {r['second_round_passes_max']})"
                          + (f", agreed frames p50 {r['agreed_p50_ms']:.1f}" if r.get("agreed_p50_ms") else ""))
         if "passes_mean" in r:
             notes.append(f"{r['passes_mean']:.0f} forwards/frame")
@@ -295,6 +307,9 @@ def format_table(report: dict[str, Any]) -> str:
                      f"{r['p99_ms']:8.1f} {r['fps']:7.1f} {rss:>7s}  {'; '.join(notes)}")
     for backend, entry in report["ratios"].items():
         lines.append(f"ratios [{backend}]: " + ", ".join(f"{k} {v}" for k, v in entry.items()))
+    for backend, curve in report.get("latency_curves", {}).items():
+        lines.append(f"latency per batch [{backend}]: " + ", ".join(f"b{b} {t:.1f} ms" for b, t in zip(curve["batches"], curve["ms"]))
+                     + f"; second round: {curve['schedule']}")
     lines += [f"note: {n}" for n in report["notes"]]
     m = report["machine"]
     lines.append(f"machine: {m['cpu']} ({m['cores']} cores), GPU {m['gpu']}; " + ", ".join(f"{k} {v}" for k, v in m["libraries"].items()))

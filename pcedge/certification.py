@@ -24,7 +24,7 @@ from .defense import CASES, double_masking_table, is_certified
 from .files import publish
 from .progress import progress as progress_bar
 from .errors import ConfigError, DatasetError
-from .machine import machine_info
+from .machine import cpu_features, cpu_model, int8_arithmetic, machine_info
 from .runtime.driver import PatchCleanser
 
 log = logging.getLogger(__name__)
@@ -67,13 +67,25 @@ class Tables:
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, k, k), np.int16), meta)
 
 
+def pipeline_identity(model: PatchCleanser, metadata: dict[str, str]) -> dict[str, Any]:
+    """The pipeline a certificate belongs to: engine, precision and, since INT8 arithmetic differs between CPUs,
+    the CPU and its INT8-relevant flags (DESIGN.md section 4)."""
+    quant = json.loads(metadata["pcedge.quantization"]) if "pcedge.quantization" in metadata else None
+    precision = f"int8 {quant.get('scheme', 'full 8-bit weights (no scheme recorded)')}" if quant else "fp32"
+    features = cpu_features()
+    return {"engine": model.engine.describe(), "precision": precision, "cpu": cpu_model(), "cpu_features": features,
+            "int8_arithmetic": int8_arithmetic(features)}
+
+
 def run_meta(model: PatchCleanser, dataset: Dataset, model_path: str | Path | None) -> dict[str, Any]:
-    """What the tables depend on; --resume refuses tables whose meta differs."""
+    """What the tables depend on; --resume refuses tables whose meta differs (another model, mask set, data,
+    engine, precision or CPU)."""
     from .preprocess import read_onnx_metadata
 
-    sha = read_onnx_metadata(model_path).get("pcedge.content_sha256", "") if model_path else ""
-    return {"model": str(model_path or ""), "model_sha256": sha, "mask_set": model.mask_set.to_dict(),
-            "preprocess": model.spec.to_metadata(), "dataset": dataset.name, "dataset_identity": dataset.identity}
+    metadata = read_onnx_metadata(model_path) if model_path else {}
+    return {"model": str(model_path or ""), "model_sha256": metadata.get("pcedge.content_sha256", ""),
+            "mask_set": model.mask_set.to_dict(), "preprocess": model.spec.to_metadata(), "dataset": dataset.name,
+            "dataset_identity": dataset.identity, "pipeline": pipeline_identity(model, metadata)}
 
 
 def certify(model: PatchCleanser, dataset: Dataset, *, positions: np.ndarray | None = None, tables_path: str | Path | None = None,
@@ -162,6 +174,7 @@ def build_report(tables: Tables, dataset: Dataset, *, seconds: float | None = No
                      "image_size": mask["image_size"], "stride": mask.get("stride")},
         "two_mask_passes_per_image": int(tables.tables.shape[1] * (tables.tables.shape[1] + 1) // 2) if n else 0,
         "model": {"path": meta["model"], "sha256": meta["model_sha256"]},
+        "pipeline": meta.get("pipeline", {}),
         "data": {"name": dataset.name, "identity": dataset.identity, "size": len(dataset)},
         "machine": machine_info(),
         "seconds": None if seconds is None else round(seconds, 2),
@@ -219,9 +232,13 @@ def report_markdown(report: dict[str, Any]) -> str:
     for row in report["per_class"]:
         lines.append(f"| {row['class']} {row['name']} | {row['images']} | {_pct(row['clean_accuracy'])} | "
                      f"{_pct(row['defended_accuracy'])} | {_pct(row['certified_accuracy'])} |")
-    m = report["machine"]
+    m, pipe = report["machine"], report.get("pipeline") or {}
     lines += ["", f"Model sha256 {report['model']['sha256'][:16] or '-'}; data identity {report['data']['identity']}; "
               f"machine: {m['cpu']} ({m['cores']} cores), GPU {m['gpu']}."]
+    if pipe:
+        lines += ["", f"Pipeline: {pipe['engine']}, {pipe['precision']}; CPU {pipe['cpu']} ({pipe['int8_arithmetic']}; flags "
+                  f"{' '.join(pipe['cpu_features']) or '-'}). The certificate holds for this pipeline: an INT8 model must be "
+                  "certified on the CPU family that runs it (SECURITY.md)."]
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .alarm import DEFAULT_WINDOW, parse_window
+from .logsetup import configure_logging
 from .errors import ConfigError, PcedgeError
 
 log = logging.getLogger("pcedge")
@@ -164,14 +165,17 @@ def preprocessing_from_args(args: argparse.Namespace, model_defaults: dict) -> d
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx, load_model
 
-    loaded = load_model(args.model, args.checkpoint)
-    d = loaded.defaults
-    labels = Path(args.labels).read_text(encoding="utf-8").splitlines() if args.labels else d.get("labels")
-    report = export_onnx(
-        loaded.module, args.out, **preprocessing_from_args(args, d),
-        labels=labels, argmax=not args.no_argmax, opset=args.opset, max_batch=args.max_batch,
-        exporter=args.exporter, source_name=loaded.name,
-    )
+    from .progress import ticking
+
+    with ticking(f"exporting {args.model or args.checkpoint} and checking parity with PyTorch"):
+        loaded = load_model(args.model, args.checkpoint)
+        d = loaded.defaults
+        labels = Path(args.labels).read_text(encoding="utf-8").splitlines() if args.labels else d.get("labels")
+        report = export_onnx(
+            loaded.module, args.out, **preprocessing_from_args(args, d),
+            labels=labels, argmax=not args.no_argmax, opset=args.opset, max_batch=args.max_batch,
+            exporter=args.exporter, source_name=loaded.name,
+        )
     if args.json:
         print(json.dumps({"path": str(report.path), "exporter": report.exporter, "opset": report.opset,
                           "num_classes": report.num_classes, "parity": report.parity, "sha256": report.sha256}, indent=2))
@@ -534,7 +538,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options = BenchOptions(frames=args.frames, warmup=args.warmup, patch=args.patch, masks_per_axis=args.masks_per_axis,
                            backends=tuple(args.backend or ["auto"]), torch_model=args.torch_model, attack_rate=args.attack_rate,
                            rss=not args.no_rss, optimize_patch=not args.no_optimized_patch)
-    report = run_bench(args.model, options, progress=lambda line: print(line, file=sys.stderr))
+    report = run_bench(args.model, options, report_line=lambda text: log.info("%s", text.lstrip("# ")))
     print(format_table(report))
     if args.json:
         write_json(args.json, report)
@@ -680,56 +684,6 @@ def build_parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():
         _common_options(command, top=False)
     return parser
-
-
-QUIET_LOGGERS = ("onnxscript", "onnx_ir", "torch", "torch.onnx", "torch.export", "torch._dynamo", "efficientnet_lite_pytorch",
-                 "matplotlib", "PIL", "numexpr")
-"""Third-party loggers that narrate their internals at INFO; shown only with -v."""
-
-
-def configure_logging(verbosity: int) -> None:
-    """One logging policy for every command: -q warnings and errors only, default pcedge's own INFO lines,
-    -v every library's INFO, -vv/--debug DEBUG. Third-party chatter stays below the default."""
-    from .progress import set_quiet
-
-    level = {-1: logging.WARNING, 0: logging.INFO, 1: logging.INFO}.get(verbosity, logging.DEBUG)
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LogFormatter(detailed=verbosity >= 1))
-    root.addHandler(handler)
-    root.setLevel(logging.WARNING if verbosity <= 0 else level)
-    logging.getLogger("pcedge").setLevel(level)
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR if verbosity <= 0 else logging.NOTSET)
-    logging.captureWarnings(True)
-    logging.getLogger("py.warnings").setLevel(logging.ERROR if verbosity <= 0 else logging.WARNING)
-    set_quiet(verbosity < 0)
-    try:  # OpenCV prints its own "[ WARN ... ]" lines (an undecodable image) before pcedge's message
-        import cv2
-
-        cv2.setLogLevel(0 if verbosity <= 0 else 3)  # 0: silent, 3: warnings
-    except (ImportError, AttributeError):
-        pass
-
-
-class _LogFormatter(logging.Formatter):
-    """``pcedge: message`` for pcedge's lines, ``warning: message`` for warnings; logger names with -v."""
-
-    def __init__(self, detailed: bool) -> None:
-        super().__init__()
-        self.detailed = detailed
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.exc_info and self.detailed:
-            message += "\n" + self.formatException(record.exc_info)
-        if self.detailed:
-            return f"{record.levelname.lower()} {record.name}: {message}"
-        if record.levelno >= logging.WARNING:
-            return f"{record.levelname.lower()}: {message}"
-        return f"pcedge: {message}"
 
 
 def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--optimize-patch", action="store_true",
                         help="optimize the adversarial patch here (PyTorch, about a minute) instead of using the shipped one")
     args = parser.parse_args(argv)
-    from .cli import configure_logging
+    from .logsetup import configure_logging
 
     configure_logging(verbosity=0)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ def model(tmp_path_factory):
 
 def test_bench_measures_every_configuration(model, tmp_path):
     report = run_bench(model, BenchOptions(frames=4, warmup=1, patch="5", masks_per_axis=3, torch_model="tests.models:RegionClassifier",
-                                           attack_rate=0.5), progress=lambda _: None)
+                                           attack_rate=0.5), report_line=lambda _: None)
     names = [r["name"] for r in report["results"]]
     assert names[:2] == ["undefended batch 1", "undefended batch 9"]
     assert {"defended, clean", "defended, pasted patch", "defended, optimized patch", "defended, stream 50% attacked",
@@ -38,7 +38,9 @@ def test_bench_measures_every_configuration(model, tmp_path):
     assert entry["defended_vs_undefended_batch"] == round(clean["p50_ms"] / under["p50_ms"], 3)
     assert {"defended_vs_original", "attacked_vs_clean_p99_pasted", "peak_rss_defended_vs_undefended_batch"} <= set(entry)
     json.dumps(report)
-    assert "undefended batch 1" in format_table(report)
+    curve = report["latency_curves"]["ort (CPUExecutionProvider)"]
+    assert curve["batches"][0] == 1 and curve["schedule"].startswith("auto: ")
+    assert "undefended batch 1" in format_table(report) and "latency per batch [ort" in format_table(report)
     plot_latencies(report, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").stat().st_size > 1000
 

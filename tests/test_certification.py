@@ -20,6 +20,7 @@ import onnxruntime as ort
 import pytest
 
 from pcedge.certification import Tables, build_report, certify, report_markdown
+from pcedge.machine import cpu_features
 from pcedge.datasets import load_dataset, read_idx
 from pcedge.errors import ConfigError, DatasetError
 from pcedge.preprocess import masked_batch_reference, preprocess_reference
@@ -97,6 +98,9 @@ def test_report_equals_independent_computation(fashion_slice, fashion_model):
     low, high = report["certified_accuracy_ci95"]
     assert low <= report["certified_accuracy"] <= high and high - low > 0.1, "48 images cannot pin certified accuracy down"
     assert "| this run |" in report_markdown(report) and "Only 48 images" in report_markdown(report)
+    pipeline = report["pipeline"]
+    assert pipeline["engine"].startswith("ort") and pipeline["precision"] == "fp32" and pipeline["int8_arithmetic"]
+    assert pipeline["cpu_features"] == cpu_features() and "CPU family that runs it" in report_markdown(report)
 
 
 def test_wilson_interval():

@@ -208,3 +208,13 @@ def test_control_full_8bit_weights_give_other_labels_without_vnni(full_8bit_mode
 
     images = held_out[:160]
     assert not np.array_equal(labels_on_emulated_cpu(full_8bit_model, images, tmp_path), onnx_labels(full_8bit_model, images))
+
+
+def test_certificates_of_an_int8_model_name_its_scheme_and_the_cpu(int8_model, tmp_path):
+    from pcedge.certification import build_report, certify
+
+    test = load_dataset(FASHION, split="test")
+    with PatchCleanser.from_onnx(int8_model[0], backend="ort", patch="4", masks_per_axis=4) as pc:
+        tables = certify(pc, test, positions=np.arange(3), progress=False, model_path=int8_model[0])
+    pipeline = build_report(tables, test)["pipeline"]
+    assert pipeline["precision"] == "int8 u8s7" and pipeline["cpu_features"] == cpu_features()

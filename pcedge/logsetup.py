@@ -1,0 +1,75 @@
+"""One logging policy for every pcedge command (and ``make demo``): what a person sees by default.
+
+By default: pcedge's own INFO lines (``pcedge: ...``), everyone's warnings, no third-party chatter.
+``-q``: warnings and errors only, no progress. ``-v``: every library's INFO lines with logger names.
+``-vv``/``--debug``: debug. Libraries that set up their own loggers when imported (torch does) are put
+back under the policy by :func:`tame`, which ``pcedge._optional.require`` calls after each heavy import.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+_VERBOSITY: int | None = None  # None: the host application owns logging (pcedge used as a library)
+
+
+QUIET_LOGGERS = ("onnxscript", "onnx_ir", "torch", "torch.onnx", "torch.export", "torch._dynamo", "efficientnet_lite_pytorch",
+                 "matplotlib", "PIL", "numexpr")
+"""Third-party loggers that narrate their internals at INFO; shown only with -v."""
+
+
+def configure_logging(verbosity: int) -> None:
+    """One logging policy for every command: -q warnings and errors only, default pcedge's own INFO lines,
+    -v every library's INFO, -vv/--debug DEBUG. Third-party chatter stays below the default."""
+    from .progress import set_quiet
+
+    level = {-1: logging.WARNING, 0: logging.INFO, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormatter(detailed=verbosity >= 1))
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING if verbosity <= 0 else level)
+    logging.getLogger("pcedge").setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR if verbosity <= 0 else logging.NOTSET)
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.ERROR if verbosity <= 0 else logging.WARNING)
+    set_quiet(verbosity < 0)
+    global _VERBOSITY
+    _VERBOSITY = verbosity
+    try:  # OpenCV prints its own "[ WARN ... ]" lines (an undecodable image) before pcedge's message
+        import cv2
+
+        cv2.setLogLevel(0 if verbosity <= 0 else 3)  # 0: silent, 3: warnings
+    except (ImportError, AttributeError):
+        pass
+
+
+class _LogFormatter(logging.Formatter):
+    """``pcedge: message`` for pcedge's lines, ``warning: message`` for warnings; logger names with -v."""
+
+    def __init__(self, detailed: bool) -> None:
+        super().__init__()
+        self.detailed = detailed
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info and self.detailed:
+            message += "\n" + self.formatException(record.exc_info)
+        if self.detailed:
+            return f"{record.levelname.lower()} {record.name}: {message}"
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {message}"
+        return f"pcedge: {message}"
+
+
+def tame(module: str) -> None:
+    """Re-apply the policy to a just-imported library's loggers (torch resets its own at import time)."""
+    if _VERBOSITY is None or _VERBOSITY > 0:
+        return
+    for name in QUIET_LOGGERS:
+        if name.split(".")[0] == module:
+            logging.getLogger(name).setLevel(logging.ERROR)

@@ -172,7 +172,7 @@ def main() -> int:
         for schedule in SCHEDULES:
             with PatchCleanser.from_onnx(args.model, backend=args.backend, second_round=schedule) as pc:
                 report.setdefault("schedules", {})[schedule] = pc.schedule
-                for name, (threat, frames) in seqs.items():
+                for name, (_, frames) in seqs.items():
                     print(f"# {schedule}: {name} ({len(frames)} frames)", file=sys.stderr, flush=True)
                     results[(schedule, name)] = run_sequence(pc, frames)
     base = report["undefended_batch_k_ms"]

@@ -87,14 +87,24 @@ def held_out_camera_frames(count: int, size: tuple[int, int] = FRAME_SIZE) -> li
 
 def timed(fn: Callable[[np.ndarray], Any], frames: list[np.ndarray], warmup: int, desc: str = "") -> tuple[list[float], list[Any]]:
     """Per-frame milliseconds of ``fn`` after ``warmup`` untimed calls, and its outputs (a progress bar while it runs)."""
-    for frame in frames[:warmup]:
-        fn(frame)
-    samples, outputs = [], []
-    for frame in progress(frames, desc=desc or "timing", unit="frame", enabled=bool(desc)):
-        t0 = time.perf_counter()
-        outputs.append(fn(frame))
-        samples.append((time.perf_counter() - t0) * 1e3)
+    (samples, outputs), = timed_together([fn], frames, warmup, desc)
     return samples, outputs
+
+
+def timed_together(fns: list[Callable[[np.ndarray], Any]], frames: list[np.ndarray], warmup: int,
+                   desc: str = "") -> list[tuple[list[float], list[Any]]]:
+    """Like :func:`timed` for several functions, interleaved frame by frame: a ratio between them is then not
+    biased by the machine's speed drifting between two runs (shared 2-core machines drift by 20% in minutes)."""
+    for frame in frames[:warmup]:
+        for fn in fns:
+            fn(frame)
+    measured: list[tuple[list[float], list[Any]]] = [([], []) for _ in fns]
+    for frame in progress(frames, desc=desc or "timing", unit="frame", enabled=bool(desc)):
+        for fn, (samples, outputs) in zip(fns, measured):
+            t0 = time.perf_counter()
+            outputs.append(fn(frame))
+            samples.append((time.perf_counter() - t0) * 1e3)
+    return measured
 
 
 # ------------------------------------------------------------------------------------------ attacked frames
@@ -206,16 +216,20 @@ def run_bench(model_path: str | Path, options: BenchOptions, report_line: Callab
                     write_frame(frame, pc.spec, buffer, count=n)
                     return pc.engine.infer(n)
 
-                rows.append(Row("undefended batch 1", name, timed(lambda f: undefended(f, 1), frames, options.warmup,
-                                                                  "undefended batch 1")[0]))
-                rows.append(Row(f"undefended batch {k}", name, timed(lambda f: undefended(f, k), frames, options.warmup,
-                                                                     f"undefended batch {k}")[0]))
+                # the undefended rows and the defended clean row are timed interleaved: their ratios are the goals
+                (batch_1, _), (batch_k, _), clean = timed_together(
+                    [lambda f: undefended(f, 1), lambda f: undefended(f, k), pc.predict], frames, options.warmup,
+                    f"undefended batch 1 and {k}, defended")
+                rows.append(Row("undefended batch 1", name, batch_1))
+                rows.append(Row(f"undefended batch {k}", name, batch_k))
             else:
                 notes.append(f"{name}: undefended rows are measured on CPU engines only (the GPU path is in benchmarks/gpu_torch.py)")
+                clean = timed(pc.predict, frames, options.warmup, "defended, clean")
             for label, stream in [("clean", frames), ("pasted patch", pasted_frames(frames, pc))] + (
                     [("optimized patch", optimized_frames(frames, pc, torch_model, min(len(frames), 4)))]
                     if torch_model is not None and options.optimize_patch else []):
-                samples, results = timed(pc.predict, stream, min(options.warmup, len(stream) - 1), f"defended, {label}")
+                samples, results = clean if label == "clean" else timed(pc.predict, stream, min(options.warmup, len(stream) - 1),
+                                                                        f"defended, {label}")
                 stages = {s: round(float(np.median([r.timings_ms[s] for r in results])), 3)
                           for s in ("masking", "first_round", "decision", "second_round")}
                 agreed = [t for t, r in zip(samples, results) if r.case == "agreed"]

@@ -67,7 +67,7 @@ class Result:
 
     @property
     def alert(self) -> bool:
-        """This frame carries the patch signature: one mask's removal explains the disagreement."""
+        """This frame is at the ``patch`` level: one mask explains a local disagreement (see :mod:`pcedge.alarm`)."""
         return self.level == "patch"
 
     def as_dict(self) -> dict[str, Any]:
@@ -130,9 +130,8 @@ class PatchCleanser:
                   stride: int | None = None, two_patches: bool = False, mask_size: int | None = None, max_batch: int | None = None,
                   spec_overrides: dict | None = None, **kwargs: Any) -> "PatchCleanser":
         """Engine, spec (from the model's metadata) and mask set in one call."""
-        from .backends import create_engine
-
         from ..quantize import saturation_risk
+        from .backends import create_engine
 
         metadata = read_onnx_metadata(path)
         risk = saturation_risk(metadata)

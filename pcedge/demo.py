@@ -141,7 +141,9 @@ def list_outputs(out_dir: Path) -> None:
     for name, what in described.items():
         path = out_dir / name
         if path.is_file():
-            print(f"  {name:26s} {path.stat().st_size / 1e6:6.1f} MB  {what}")
+            size = path.stat().st_size
+            shown = f"{size / 1e6:5.1f} MB" if size >= 1e6 else f"{size / 1e3:5.0f} kB"
+            print(f"  {name:26s} {shown}  {what}")
 
 
 def main(argv: list[str] | None = None) -> int:

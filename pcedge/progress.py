@@ -65,13 +65,16 @@ class PlainProgress:
     def _print(self, final: bool = False) -> None:
         self._last = time.monotonic()
         elapsed = self._last - self.started
-        done = f"{self.n}/{self.total}" if self.total else f"{self.n}"
         eta = ""
         if self.total and 0 < self.n < self.total and not final:
             eta = f", about {elapsed / self.n * (self.total - self.n):.0f} s left"
         tail = f" ({self.postfix})" if self.postfix else ""
-        print(f"{self.desc}: {done} {self.unit}, {elapsed:.0f} s{eta}{tail}" + (" - done" if final else ""),
-              file=self.stream, flush=True)
+        if self.unit == "s":  # a ticking clock (pcedge.progress.ticking): the count is the elapsed time
+            counted = ""
+        else:
+            plural = self.unit if self.n == 1 else self.unit + ("es" if self.unit.endswith(("s", "ch")) else "s")
+            counted = f"{self.n}/{self.total} {plural}, " if self.total else f"{self.n} {plural}, "
+        print(f"{self.desc}: {counted}{elapsed:.0f} s{eta}{tail}" + (" - done" if final else ""), file=self.stream, flush=True)
 
 
 class _Silent(PlainProgress):

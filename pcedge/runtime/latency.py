@@ -160,7 +160,8 @@ def engine_latency_curve(engine: Engine, largest: int, cache: LatencyCurveCache 
         cached = cache.load(key)
         if cached is not None:
             return cached, f"cached {cache.path_for(key)}"
-    log.info("%s: measuring its latency per batch size for the second round's schedule (once; cached)", engine.name)
+    log.info("measuring %s's time per batch size for the second round's schedule (once per model and machine; cached)",
+             engine.describe())
     curve = measure_latency_curve(engine, largest)
     if key is not None:
         cache.save(key, curve, identity)

@@ -27,8 +27,8 @@ import numpy as np
 from .alarm import LEVELS
 from .errors import ConfigError
 from .machine import machine_info, process_memory_mb
-from .runtime.driver import PatchCleanser
 from .progress import progress
+from .runtime.driver import PatchCleanser
 from .runtime.masking import write_frame
 
 FRAME_SIZE = (720, 1280)

@@ -21,10 +21,10 @@ import numpy as np
 
 from .datasets import Dataset
 from .defense import CASES, double_masking_table, is_certified
-from .files import publish
-from .progress import progress as progress_bar
 from .errors import ConfigError, DatasetError
+from .files import publish
 from .machine import cpu_features, cpu_model, int8_arithmetic, machine_info
+from .progress import progress as progress_bar
 from .runtime.driver import PatchCleanser
 
 log = logging.getLogger(__name__)

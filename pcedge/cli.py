@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .alarm import DEFAULT_WINDOW, parse_window
-from .logsetup import configure_logging
 from .errors import ConfigError, PcedgeError
+from .logsetup import configure_logging
 
 log = logging.getLogger("pcedge")
 
@@ -164,7 +164,6 @@ def preprocessing_from_args(args: argparse.Namespace, model_defaults: dict) -> d
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx, load_model
-
     from .progress import ticking
 
     with ticking(f"exporting {args.model or args.checkpoint} and checking parity with PyTorch"):

@@ -31,7 +31,14 @@ from .progress import progress, ticking
 from .runtime.driver import PatchCleanser
 from .sample_data import foolbox_samples
 from .video import RunOptions, SourceOptions, run
-from .video.democlip import PATCHED_MOTION, camera_view, load_photos, make_demo_clip, max_patch_side_in_frame, patch_corner
+from .video.democlip import (
+    PATCHED_MOTION,
+    camera_view,
+    load_photos,
+    make_demo_clip,
+    max_patch_side_in_frame,
+    patch_corner,
+)
 from .video.framelog import format_summary
 
 CLIP_SIZE, CLIP_FPS, SECONDS_PER_PHOTO = (360, 640), 12, 1.5

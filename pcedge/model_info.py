@@ -32,8 +32,8 @@ def inspect_onnx(path: str | Path) -> dict:
         "metadata": {k: (json.loads(v) if k in JSON_KEYS else v) for k, v in meta.items()},
     }
     if is_available("onnx"):
-        import onnx
         import numpy as np
+        import onnx
 
         model = onnx.load(str(path), load_external_data=False)
         info["opset"] = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)

@@ -131,7 +131,12 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, frames: Sequence
     ``progress(step)`` is called with a short description before each step.
     """
     onnx = require("onnx", "INT8 quantization")
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if scheme not in SCHEMES:

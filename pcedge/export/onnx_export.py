@@ -25,8 +25,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._optional import is_available, require
-from ..files import publish
 from ..errors import ExportError, PcedgeError
+from ..files import publish
 from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
 
 log = logging.getLogger("pcedge.export")

@@ -32,7 +32,13 @@ from ..errors import ConfigError, EngineError, PcedgeError
 from ..masks import MaskSet, create_mask_set
 from ..preprocess import PreprocessSpec, as_hwc_uint8, read_onnx_metadata, resolve_spec
 from .base import Engine
-from .latency import LatencyCurve, LatencyCurveCache, chunk_sequence, engine_latency_curve, plan_first_chunks
+from .latency import (
+    LatencyCurve,
+    LatencyCurveCache,
+    chunk_sequence,
+    engine_latency_curve,
+    plan_first_chunks,
+)
 from .masking import CudaMaskWriter, write_frame, write_masked_frame
 
 log = logging.getLogger("pcedge.driver")

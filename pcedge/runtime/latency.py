@@ -22,8 +22,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .._cache import cache_dir
-from ..files import publish
 from ..errors import ConfigError, PcedgeError
+from ..files import publish
 from .base import Engine
 
 log = logging.getLogger("pcedge.latency")
@@ -57,9 +57,6 @@ class LatencyCurve:
             slope = (t[-1] - t[-2]) / (b[-1] - b[-2])
             return float(t[-1] + max(slope, 0.0) * (batch - b[-1]))
         return float(np.interp(batch, b, t))
-
-    def per_image_ms(self, batch: int) -> float:
-        return self.cost_ms(batch) / batch
 
     def describe(self) -> str:
         return ", ".join(f"b{b} {t:.1f} ms ({t / b:.2f}/img)" for b, t in zip(self.batches, self.ms))

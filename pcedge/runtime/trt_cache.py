@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .._cache import cache_dir
-from ..files import publish
 from ..errors import ConfigError
+from ..files import publish
 
 log = logging.getLogger("pcedge.trt_cache")
 MAGIC = b"PCEDGE-TRT-ENGINE/1\n"

@@ -27,7 +27,9 @@ CONSTRAINTS="$VENV/constraints.txt"
 PIP="$VENV/bin/pip install -q --disable-pip-version-check -c $CONSTRAINTS"
 echo "jetpack-like lane: installing onnxruntime, torch (for the test models), test tools; numpy and OpenCV stay Debian's"
 # torch is pinned to the CPU wheel on this disk; onnx builds the test models; scikit-image gives the demo photos
-$PIP pybind11 setuptools wheel pytest hypothesis onnxruntime onnx tqdm scikit-image torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
+# cuda-python as the README's Jetson steps install it (it imports and answers without a GPU)
+$PIP pybind11 setuptools wheel pytest hypothesis onnxruntime onnx tqdm scikit-image torch==2.13.0 "cuda-python==12.9.*" \
+  2>&1 | grep -v "^WARNING: Location" || true
 echo "jetpack-like lane: pip install . (the Jetson install line: no extras)"
 PCEDGE_BUILD_CUDA=0 $PIP --no-build-isolation . 2>&1 | grep -v "^WARNING: Location" || true
 

@@ -42,7 +42,6 @@ def test_curve_interpolates_and_extrapolates():
     assert curve.cost_ms(1) == 2.0 and curve.cost_ms(4) == 5.0
     assert curve.cost_ms(6) == pytest.approx(7.0)
     assert curve.cost_ms(16) == pytest.approx(17.0)  # the last slope, 1 ms per image
-    assert curve.per_image_ms(8) == pytest.approx(9.0 / 8)
     assert LatencyCurve.from_dict(curve.as_dict()) == curve
     for bad in [((), ()), ((2, 1), (1.0, 2.0)), ((1, 2), (1.0,)), ((0, 2), (1.0, 2.0)), ((1,), (float("nan"),))]:
         with pytest.raises(ConfigError):

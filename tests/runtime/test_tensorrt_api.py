@@ -121,9 +121,13 @@ def test_effective_precision_follows_the_tensorrt_version(caplog):
 
 # ------------------------------------------------------------------------------------------ cuda-python
 def test_no_gpu_gives_one_clear_error_from_the_real_cuda_python():
+    from pcedge.errors import MissingDependencyError
     from pcedge.runtime.cuda_runtime import create_stream, cuda_device, cudart_module
 
-    cudart = cudart_module()
+    try:
+        cudart = cudart_module()
+    except MissingDependencyError:
+        pytest.skip("cuda-python (cuda-bindings) is not installed here (requirements-dev.txt installs it)")
     err, count = cudart.cudaGetDeviceCount()
     if int(err) == 0 and count:
         pytest.skip("a CUDA device is present here")

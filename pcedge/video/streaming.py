@@ -99,7 +99,7 @@ def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, ru
     gaps_logged = 0
     try:
         output = open_output(run_options.output, fps=run_options.fps_limit or source.fps or 30.0)
-        log.info("source: %s; output: %s; engine: %s", source.description, output.description, model.engine.describe())
+        log.info("source: %s; output: %s", source.description, output.description)
         total = source.length if not run_options.max_frames else min(source.length or run_options.max_frames, run_options.max_frames)
         status = progress(total=total, desc="defended frames", unit="frame", enabled=run_options.progress)
         window: list[float] = []

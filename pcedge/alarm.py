@@ -76,9 +76,6 @@ class AlarmState:
     raised: bool = False
     cleared: bool = False
 
-    def as_dict(self) -> dict:
-        return {"active": self.active, "hits": self.hits, "window": self.window}
-
 
 class StreamAlarm:
     """k-of-n persistence of the ``patch`` level over the most recent frames of one stream."""

@@ -48,17 +48,13 @@ def _positive_int(text: str) -> int:
 
 
 def _patch_text(text: str) -> str:
-    """Checks what can be checked without the image size: the syntax, and a percentage within (0, 100]."""
-    from .masks import _PATCH_RE
+    """Checks what can be checked without the image size (pcedge.masks.check_patch_text), naming the flag."""
+    from .masks import check_patch_text
 
-    match = _PATCH_RE.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a patch size: give a percentage of the image ('2%'), "
-                                         f"a side in pixels ('32') or height x width ('32x16')")
-    if match.group(1) is not None and not 0 < float(match.group(1)) <= 100:
-        raise argparse.ArgumentTypeError(f"{text} is not a share of the image: give a percentage above 0 and at most 100, e.g. 2%")
-    if match.group(1) is None and min(int(g) for g in match.groups()[1:] if g) < 1:
-        raise argparse.ArgumentTypeError(f"{text}: a patch is at least 1 pixel on each side")
+    try:
+        check_patch_text(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 

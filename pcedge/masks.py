@@ -57,13 +57,24 @@ def patch_size_from_fraction(image_size: int | Sequence[int], fraction: float) -
 _PATCH_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$|^\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*$")
 
 
+def check_patch_text(text: str) -> re.Match:
+    """What a patch spec says without the image size: its syntax, a percentage within (0, 100], sides >= 1 px."""
+    match = _PATCH_RE.match(str(text))
+    if not match:
+        raise ConfigError(f"{text!r} is not a patch size: give a percentage of the image ('2%'), a side in pixels ('32') "
+                          f"or height x width ('32x16')")
+    if match.group(1) is not None and not 0 < float(match.group(1)) <= 100:
+        raise ConfigError(f"{text} is not a share of the image: give a percentage above 0 and at most 100, e.g. 2%")
+    if match.group(1) is None and min(int(g) for g in match.groups()[1:] if g) < 1:
+        raise ConfigError(f"{text}: a patch is at least 1 pixel on each side")
+    return match
+
+
 def parse_patch(text: str | int, image_size: int | Sequence[int]) -> Size2:
     """Parse a CLI patch spec: ``"2%"`` (fraction of the image), ``"32"`` or ``"32x16"`` (pixels, h x w)."""
     if isinstance(text, (int, np.integer)):
         return as_size2(int(text), "patch")
-    match = _PATCH_RE.match(str(text))
-    if not match:
-        raise ConfigError(f"patch {text!r} not understood; use a percentage ('2%'), a side ('32') or 'HxW' ('32x16')")
+    match = check_patch_text(text)
     if match.group(1) is not None:
         side = patch_size_from_fraction(image_size, float(match.group(1)) / 100.0)
         return side, side

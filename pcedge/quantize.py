@@ -180,8 +180,9 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, frames: Sequence
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8 if scheme == "u8s7" else QuantType.QUInt8,
                         reduce_range=scheme == "u8s7", per_channel=per_channel)
         step(f"measuring agreement with FP32 on {len(one_mask) + len(two_mask)} held-out masked images")
-        one_agree = label_agreement(model_path, quantized, one_mask)
-        two_agree = label_agreement(model_path, quantized, two_mask) if len(two_mask) else 1.0
+        same = agreeing(model_path, quantized, np.concatenate([one_mask, two_mask]))
+        one_agree = float(same[: len(one_mask)].mean())
+        two_agree = float(same[len(one_mask) :].mean()) if len(two_mask) else 1.0
         report = QuantizeReport(None, scheme, len(images), len(one_mask), one_agree, len(two_mask), two_agree)
         if report.agreement < min_agreement:
             if not force:
@@ -215,10 +216,9 @@ def _refusal(report: QuantizeReport, min_agreement: float) -> str:
             f"(pcedge finetune); or keep the FP32 model. --force writes it anyway.")
 
 
-def label_agreement(fp32: Path, int8: Path, images: np.ndarray) -> float:
-    """Fraction of ``images`` on which the two models' top-1 labels agree (ONNX Runtime CPU)."""
-    labels = [onnx_labels(path, images) for path in (fp32, int8)]
-    return float((labels[0] == labels[1]).mean())
+def agreeing(fp32: Path, int8: Path, images: np.ndarray) -> np.ndarray:
+    """Per image, whether the two models' top-1 labels agree (ONNX Runtime CPU; each model loaded once)."""
+    return onnx_labels(fp32, images) == onnx_labels(int8, images)
 
 
 def onnx_labels(path: str | Path, images: np.ndarray, batch: int = 36) -> np.ndarray:

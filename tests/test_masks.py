@@ -294,3 +294,10 @@ def test_one_patch_touches_on_the_demo_geometry():
     assert ms.one_patch_touches([])
     with pytest.raises(ConfigError):
         MaskSet.two_patch(32, 4, masks_per_axis=3).one_patch_touches([0])
+
+
+@pytest.mark.parametrize("text,words", [("200%", "not a share of the image"), ("0%", "not a share of the image"),
+                                        ("banana", "is not a patch size"), ("0x4", "at least 1 pixel")])
+def test_patch_specs_that_cannot_be_are_refused_in_the_users_terms(text, words):
+    with pytest.raises(ConfigError, match=words):
+        parse_patch(text, 224)

@@ -46,7 +46,7 @@ test-arm: $(STAMP) system-deps
 	bash tests/lanes/arm.sh
 
 demo: $(STAMP)
-	$(BIN)/python -m pcedge.demo --out $(DEMO)
+	$(BIN)/python -m pcedge.cli.demo --out $(DEMO)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -4,7 +4,7 @@
 
 fashion-cnn trained with masks on 10,000 real Fashion-MNIST images (about a minute), masks for a 2%
 patch (4x4 at 28x28, 4 masks per axis: K = 16). For each of the first N test images: certify it through
-the real runtime; then attack it with every objective of pcedge.attacks (every grid position a restart)
+the real runtime; then attack it with every objective of pcedge.evaluation.attacks (every grid position a restart)
 with a 4x4 patch (inside the threat model) and a 6x6 patch (about 4.6%, beyond it); replay each patched
 image through the runtime (ONNX Runtime, C++ writer, double masking). Reported per patch size: how
 often the attack changed the undefended label, how often the defended label was wrong, and, over
@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pcedge.attacks import OBJECTIVES, attack_image
-from pcedge.datasets import load_dataset
 from pcedge.defense import is_certified
+from pcedge.evaluation.attacks import OBJECTIVES, attack_image
+from pcedge.evaluation.datasets import load_dataset
 from pcedge.export import export_onnx, load_model
-from pcedge.finetune import FinetuneConfig, preprocess_dataset, train
-from pcedge.machine import machine_info
+from pcedge.export.finetune import FinetuneConfig, preprocess_dataset, train
 from pcedge.preprocess import PreprocessSpec
 from pcedge.runtime.driver import PatchCleanser
+from pcedge.util.machine import machine_info
 
 DATA = Path("/usr/share/datasets/fashion-mnist")
 PATCHES = {"4x4 (2%, inside the threat model)": (4, 4), "6x6 (4.6%, beyond the threat model)": (6, 6)}

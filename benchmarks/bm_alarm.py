@@ -1,7 +1,7 @@
 """Alarm levels and second-round cost on clean and attacked frames, two schedules, one run (issue 12).
 
 For each sequence of frames, in order, with a stream alarm of the default window:
-- clean: 1280x720 camera-like views of scikit-image photos (``pcedge.bench.camera_frames``) and of
+- clean: 1280x720 camera-like views of scikit-image photos (``pcedge.evaluation.bench.camera_frames``) and of
   foolbox's ImageNet photos; the demo clip's clean segments (a video: consecutive frames of one scene);
   the same clip re-encoded lossily as real cameras do (H.264 at 800 kbit/s through GStreamer's x264enc,
   and MJPEG at quality 80 through OpenCV);
@@ -37,12 +37,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pcedge.alarm import DEFAULT_WINDOW, LEVELS, StreamAlarm  # noqa: E402
-from pcedge.bench import camera_frames, held_out_camera_frames, pasted_frames  # noqa: E402
-from pcedge.demo import AVOID, CLIP_FPS, CLIP_SIZE, PATCH_ANCHOR, PATCHED_PHOTO, SECONDS_PER_PHOTO, shipped_patch  # noqa: E402
-from pcedge.machine import machine_info  # noqa: E402
+from pcedge.cli.demo import (  # noqa: E402
+    AVOID,
+    CLIP_FPS,
+    CLIP_SIZE,
+    PATCH_ANCHOR,
+    PATCHED_PHOTO,
+    SECONDS_PER_PHOTO,
+    shipped_patch,
+)
+from pcedge.evaluation.bench import camera_frames, held_out_camera_frames, pasted_frames  # noqa: E402
+from pcedge.evaluation.democlip import make_demo_clip  # noqa: E402
 from pcedge.runtime.driver import PatchCleanser  # noqa: E402
-from pcedge.runtime.masking import write_frame  # noqa: E402
-from pcedge.video.democlip import make_demo_clip  # noqa: E402
+from pcedge.runtime.kernels import write_frame  # noqa: E402
+from pcedge.util.machine import machine_info  # noqa: E402
 
 SCHEDULES = ("auto", "per-disagreer")
 

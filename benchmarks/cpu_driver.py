@@ -14,8 +14,8 @@ import time
 import cv2
 import numpy as np
 
+from pcedge.evaluation.sample_data import foolbox_samples
 from pcedge.runtime.driver import PatchCleanser
-from pcedge.sample_data import foolbox_samples
 
 
 def main() -> None:

@@ -23,7 +23,12 @@ from pathlib import Path
 
 import torch
 
-from pcedge.bench import BenchOptions, format_table, plot_latencies, run_bench
+from pcedge.evaluation.bench import (
+    BenchOptions,
+    format_table,
+    plot_latencies,
+    run_bench,
+)
 from pcedge.export import export_onnx
 
 HERE = Path(__file__).resolve().parent
@@ -42,7 +47,7 @@ def export_resnet(name: str) -> Path:
 
     Written to the pcedge cache (tens of MB: not for the repository).
     """
-    from pcedge._cache import cache_dir
+    from pcedge.util.cache import cache_dir
 
     path = cache_dir() / "bench-models" / f"{name}_random.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,10 +64,10 @@ def export_resnet(name: str) -> Path:
 def int8(model: Path) -> tuple[Path | None, str]:
     """An INT8 copy made as ``pcedge quantize`` makes it by default (scheme u8s7, calibrated on camera-like views,
     agreement measured on views of other photos), cached; (None, why) when quantize refuses it."""
-    from pcedge._cache import cache_dir
-    from pcedge.bench import camera_frames, held_out_camera_frames
-    from pcedge.preprocess import read_onnx_metadata
-    from pcedge.quantize import AgreementError, quantize_int8
+    from pcedge.evaluation.bench import camera_frames, held_out_camera_frames
+    from pcedge.export.quantize import AgreementError, quantize_int8
+    from pcedge.runtime.modelfile import read_onnx_metadata
+    from pcedge.util.cache import cache_dir
 
     path = cache_dir() / "bench-models" / f"{model.stem}.int8.onnx"
     if path.exists() and '"scheme": "u8s7"' in read_onnx_metadata(path).get("pcedge.quantization", ""):
@@ -77,7 +82,7 @@ def int8(model: Path) -> tuple[Path | None, str]:
 
 
 def demo_model(out: Path) -> Path:
-    from pcedge.demo import ensure_demo_model
+    from pcedge.cli.demo import ensure_demo_model
 
     return ensure_demo_model(out)
 

@@ -24,9 +24,9 @@ import cv2
 import numpy as np
 
 from pcedge.errors import PcedgeError, SourceError
-from pcedge.machine import process_memory_mb
 from pcedge.runtime.driver import PatchCleanser
 from pcedge.runtime.ort import OrtEngine
+from pcedge.util.machine import process_memory_mb
 from pcedge.video.outputs import DISK_CHECK_EVERY, FolderOutput
 from pcedge.video.overlay import draw_overlay
 from pcedge.video.sources import LiveSource, SourceOptions, SourceSpec, _open_capture

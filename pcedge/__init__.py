@@ -1,7 +1,7 @@
 """patchcleanser-edge: PatchCleanser's certified patch defense as a fast edge runtime.
 
 Importing pcedge imports numpy only; engines, exporters and video import their heavy dependencies
-when used (see pcedge._optional).
+when used (see pcedge.util.optional).
 """
 
 from __future__ import annotations

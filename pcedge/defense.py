@@ -16,7 +16,7 @@ round the decision says so (case "budget") instead of returning a weaker answer 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence, Union
+from typing import Callable, Generator, Sequence, Union
 
 import numpy as np
 
@@ -85,6 +85,110 @@ def majority_label(labels: np.ndarray) -> int:
     return int(values[counts == top].max())
 
 
+class DoubleMasking:
+    """One frame's double-masking decision as a resumable computation.
+
+    A caller asks :attr:`pending` for the two-mask labels the decision needs next (an (n, 2) array of
+    mask pairs (i, j)), computes them whenever and however it likes (merged with other frames' requests
+    into one engine call, sent to a server), hands them back with :meth:`supply`, and repeats until
+    :attr:`done`; then :attr:`decision` holds exactly what :func:`double_masking` returns. Nothing is
+    asked for twice: the pending request is the same until it is supplied.
+
+    ``prefetch_all`` asks first for every disagreer's two-mask labels in one request (the "all"
+    schedule, capped by ``budget``); the other arguments are :func:`double_masking`'s.
+    """
+
+    def __init__(self, one_mask_labels: Sequence[int] | np.ndarray, *, chunk_size: ChunkSize = None,
+                 budget: int | None = None, known: dict[tuple[int, int], int] | None = None,
+                 order: AskOrder = index_order, prefetch_all: bool = False) -> None:
+        y = np.asarray(one_mask_labels).astype(np.int64).ravel()
+        if y.size == 0:
+            raise ConfigError("double masking needs at least one one-mask label")
+        if isinstance(chunk_size, int) and chunk_size < 1:
+            raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
+        if budget is not None and budget < 0:
+            raise ConfigError(f"budget must be >= 0, got {budget}")
+        self._steps = _decide(y, chunk_size, budget, known if known is not None else {}, order, prefetch_all)
+        self._decision: Decision | None = None
+        self._pending = np.empty((0, 2), np.int32)
+        self._advance(None)
+
+    @property
+    def done(self) -> bool:
+        return self._decision is not None
+
+    @property
+    def pending(self) -> np.ndarray:
+        """The (n, 2) mask pairs whose two-mask labels are needed next; empty once the decision is made."""
+        return self._pending
+
+    @property
+    def decision(self) -> Decision:
+        if self._decision is None:
+            raise ConfigError(f"the decision still needs {len(self._pending)} two-mask labels (see .pending)")
+        return self._decision
+
+    def supply(self, labels: Sequence[int] | np.ndarray) -> None:
+        """The labels of :attr:`pending`, in its order."""
+        if self._decision is not None:
+            raise ConfigError("the decision is already made; it needs no more labels")
+        z = np.asarray(labels).astype(np.int64).ravel()
+        if z.size != len(self._pending):
+            raise ConfigError(f"{len(self._pending)} two-mask labels were asked for, {z.size} supplied")
+        self._advance(z)
+
+    def _advance(self, labels: np.ndarray | None) -> None:
+        try:
+            self._pending = self._steps.send(labels)
+        except StopIteration as stop:
+            self._decision, self._pending = stop.value, np.empty((0, 2), np.int32)
+
+
+def _decide(y: np.ndarray, chunk_size: ChunkSize, budget: int | None, cache: dict[tuple[int, int], int],
+            order: AskOrder, prefetch_all: bool) -> Generator[np.ndarray, np.ndarray, Decision]:
+    """DESIGN.md's steps 1-4 as a generator: yields the pairs it needs, receives their labels, returns the decision."""
+    k = y.size
+    labels = tuple(int(v) for v in y)
+    if (y == y[0]).all():
+        return Decision(int(y[0]), "agreed", (), 0, int(y[0]), None, labels)
+    majority = majority_label(y)
+    disagreers = tuple(int(i) for i in np.flatnonzero(y != majority))
+    passes = 0
+    if prefetch_all:
+        wanted = sorted({(min(i, j), max(i, j)) for i in disagreers for j in range(k) if j != i} - cache.keys())
+        wanted = wanted[:budget] if budget is not None else wanted
+        if wanted:
+            pairs = np.array(wanted, dtype=np.int32)
+            z = yield pairs
+            cache.update(((int(i), int(j)), int(v)) for (i, j), v in zip(pairs.tolist(), z.tolist()))
+            passes += len(pairs)
+    for i in disagreers:
+        target = y[i]
+        others = [int(j) for j in order(i, y, disagreers)]
+        if sorted(others) != [j for j in range(k) if j != i]:
+            raise ConfigError(f"the ask order for mask {i} must list every other mask once, got {others}")
+        if any(cache.get((min(i, j), max(i, j)), target) != target for j in others):
+            continue  # a label we already have contradicts mask i: no pass needed
+        todo = np.array([j for j in others if (min(i, j), max(i, j)) not in cache], dtype=np.int32)
+        rejected = False
+        start = 0
+        while start < todo.size:
+            js = todo[start : start + _next_chunk(chunk_size, todo.size - start)]
+            start += js.size
+            if budget is not None and passes + js.size > budget:
+                return Decision(majority, "budget", disagreers, passes, majority, None, labels)
+            z = yield np.stack([np.full(js.size, i, np.int32), js], axis=1)
+            passes += js.size
+            for j, label in zip(js.tolist(), z.tolist()):
+                cache[(min(i, j), max(i, j))] = int(label)
+            if (z != target).any():
+                rejected = True
+                break
+        if not rejected:
+            return Decision(int(target), "disagreer", disagreers, passes, majority, i, labels)
+    return Decision(majority, "majority", disagreers, passes, majority, None, labels)
+
+
 def double_masking(
     one_mask_labels: Sequence[int] | np.ndarray,
     two_mask_labels: TwoMaskLabels,
@@ -94,7 +198,7 @@ def double_masking(
     known: dict[tuple[int, int], int] | None = None,
     order: AskOrder = index_order,
 ) -> Decision:
-    """Double masking with second-round labels computed on demand.
+    """Double masking with second-round labels computed on demand (:class:`DoubleMasking` driven by a callback).
 
     ``chunk_size`` bounds how many two-mask labels are asked for at once (None: all that a disagreer
     still needs, in one call; 1: one at a time, the reference's order; a function: called with the
@@ -105,48 +209,14 @@ def double_masking(
     is a cache of z_ij labels keyed by (min(i, j), max(i, j)) that is read and filled, so z_ij = z_ji
     is never computed twice.
     """
-    y = np.asarray(one_mask_labels).astype(np.int64).ravel()
-    k = y.size
-    if k == 0:
-        raise ConfigError("double masking needs at least one one-mask label")
-    if isinstance(chunk_size, int) and chunk_size < 1:
-        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
-    if budget is not None and budget < 0:
-        raise ConfigError(f"budget must be >= 0, got {budget}")
-    labels = tuple(int(v) for v in y)
-    if (y == y[0]).all():
-        return Decision(int(y[0]), "agreed", (), 0, int(y[0]), None, labels)
-    majority = majority_label(y)
-    disagreers = tuple(int(i) for i in np.flatnonzero(y != majority))
-    cache = known if known is not None else {}
-    passes = 0
-    for i in disagreers:
-        target = y[i]
-        others = [int(j) for j in order(i, y, disagreers)]
-        if sorted(others) != [j for j in range(k) if j != i]:
-            raise ConfigError(f"the ask order for mask {i} must list every other mask once, got {others}")
-        if any(cache.get((min(i, j), max(i, j)), target) != target for j in others):
-            continue  # a label we already have contradicts mask i: no pass needed
-        todo = np.array([j for j in others if (min(i, j), max(i, j)) not in cache], dtype=np.int64)
-        rejected = False
-        start = 0
-        while start < todo.size:
-            js = todo[start : start + _next_chunk(chunk_size, todo.size - start)]
-            start += js.size
-            if budget is not None and passes + js.size > budget:
-                return Decision(majority, "budget", disagreers, passes, majority, None, labels)
-            z = np.asarray(two_mask_labels(i, js)).astype(np.int64).ravel()
-            if z.size != js.size:
-                raise ConfigError(f"two_mask_labels({i}, {js.size} masks) returned {z.size} labels")
-            passes += js.size
-            for j, label in zip(js.tolist(), z.tolist()):
-                cache[(min(i, j), max(i, j))] = int(label)
-            if (z != target).any():
-                rejected = True
-                break
-        if not rejected:
-            return Decision(int(target), "disagreer", disagreers, passes, majority, i, labels)
-    return Decision(majority, "majority", disagreers, passes, majority, None, labels)
+    state = DoubleMasking(one_mask_labels, chunk_size=chunk_size, budget=budget, known=known, order=order)
+    while not state.done:
+        pairs = state.pending
+        z = np.asarray(two_mask_labels(int(pairs[0, 0]), pairs[:, 1].astype(np.int64))).ravel()
+        if z.size != len(pairs):
+            raise ConfigError(f"two_mask_labels({int(pairs[0, 0])}, {len(pairs)} masks) returned {z.size} labels")
+        state.supply(z)
+    return state.decision
 
 
 def _next_chunk(chunk_size: ChunkSize, remaining: int) -> int:
@@ -182,6 +252,36 @@ def table_from_pairs(num_masks: int, labels: np.ndarray, dtype=np.int16) -> np.n
     table[pairs[:, 0], pairs[:, 1]] = labels
     table[pairs[:, 1], pairs[:, 0]] = labels
     return table
+
+
+class FullTable:
+    """Certification's computation in the same request protocol as :class:`DoubleMasking`: one request for
+    all K(K+1)/2 labels (:func:`certification_pairs`), whose answer is the symmetric table."""
+
+    def __init__(self, num_masks: int) -> None:
+        self.num_masks = num_masks
+        self._pending = certification_pairs(num_masks)
+        self._table: np.ndarray | None = None
+
+    @property
+    def done(self) -> bool:
+        return self._table is not None
+
+    @property
+    def pending(self) -> np.ndarray:
+        return self._pending
+
+    @property
+    def table(self) -> np.ndarray:
+        if self._table is None:
+            raise ConfigError(f"the table still needs {len(self._pending)} labels (see .pending)")
+        return self._table
+
+    def supply(self, labels: Sequence[int] | np.ndarray) -> None:
+        if self._table is not None:
+            raise ConfigError("the table is complete; it needs no more labels")
+        self._table = table_from_pairs(self.num_masks, labels)
+        self._pending = np.empty((0, 2), np.int32)
 
 
 def is_certified(table: np.ndarray, label: int) -> bool:

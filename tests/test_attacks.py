@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from pcedge.attacks import OBJECTIVES, attack_image, grid_positions
-from pcedge.datasets import load_dataset
 from pcedge.defense import is_certified
 from pcedge.errors import ConfigError, InsecureMaskSetError
+from pcedge.evaluation.attacks import OBJECTIVES, attack_image, grid_positions
+from pcedge.evaluation.datasets import load_dataset
 from pcedge.masks import ThreatModel
 from pcedge.runtime.driver import PatchCleanser
 from tests.conftest import FASHION
@@ -103,7 +103,7 @@ def test_frame_patch_is_optimized_where_the_camera_sees_it(fashion_trained, fash
     """The camera-space patch: right shape, deterministic, and it lowers the true class on its views."""
     import torch
 
-    from pcedge.attacks import frame_patch
+    from pcedge.evaluation.attacks import frame_patch
 
     gray, label = fashion_test_images[0]
     frame = cv2.resize(rgb(gray), (56, 56), interpolation=cv2.INTER_NEAREST)  # a 2x camera view of the item

@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from pcedge.bench import BenchOptions, camera_frames, format_table, plot_latencies, ratios, run_bench
 from pcedge.errors import ConfigError
+from pcedge.evaluation.bench import (
+    BenchOptions,
+    camera_frames,
+    format_table,
+    plot_latencies,
+    ratios,
+    run_bench,
+)
 from tests.models import export_test_model
 
 ROOT = Path(__file__).resolve().parents[1]

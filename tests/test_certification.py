@@ -19,12 +19,18 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from pcedge.certification import Tables, build_report, certify, report_markdown
-from pcedge.machine import cpu_features
-from pcedge.datasets import load_dataset, read_idx
 from pcedge.errors import ConfigError, DatasetError
+from pcedge.evaluation.certification import (
+    Tables,
+    build_report,
+    certify,
+    report_markdown,
+)
+from pcedge.evaluation.datasets import load_dataset, read_idx
 from pcedge.preprocess import masked_batch_reference, preprocess_reference
 from pcedge.runtime.driver import PatchCleanser
+from pcedge.runtime.modelfile import read_spec
+from pcedge.util.machine import cpu_features
 from tests.test_defense import reference_double_masking
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +110,7 @@ def test_report_equals_independent_computation(fashion_slice, fashion_model):
 
 
 def test_wilson_interval():
-    from pcedge.certification import wilson_interval
+    from pcedge.evaluation.certification import wilson_interval
 
     assert wilson_interval(0, 0) is None
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
@@ -237,8 +243,7 @@ def test_cli_finetune_trains_with_masks_and_exports(tmp_path):
                           capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert "2 random 10x10 masks per image" in proc.stderr and '"history"' in proc.stdout
-    from pcedge.preprocess import PreprocessSpec
 
-    spec = PreprocessSpec.from_onnx(out)
+    spec = read_spec(out)
     assert spec.input_size == (28, 28) and spec.class_names[9] == "Ankle boot" and spec.crop_pct == 1.0
     assert (tmp_path / "ft.pt").stat().st_size > 10_000

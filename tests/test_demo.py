@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pcedge.demo import AVOID, SHIPPED_PATCH
+from pcedge.cli.demo import AVOID, SHIPPED_PATCH
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +17,7 @@ def test_demo_runs_end_to_end_with_the_shipped_patch(lite0_onnx, tmp_path):
     out = tmp_path / "demo_out"
     out.mkdir()
     shutil.copy(lite0_onnx, out / "efficientnet_lite0.onnx")  # exported once per session; the demo reuses it
-    result = subprocess.run([sys.executable, "-m", "pcedge.demo", "--out", str(out), "--backend", "ort"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "pcedge.cli.demo", "--out", str(out), "--backend", "ort"], capture_output=True,
                             text=True, timeout=900, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     for step in range(1, 6):

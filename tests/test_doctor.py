@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pcedge.doctor import run_doctor, system_opencv_has_gstreamer
+from pcedge.cli.doctor import run_doctor, system_opencv_has_gstreamer
 from tests.support.wheels import wheel_contents
 
 ROOT = Path(__file__).resolve().parents[1]

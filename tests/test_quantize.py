@@ -15,13 +15,19 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from pcedge.datasets import load_dataset
 from pcedge.errors import ConfigError, EngineError
-from pcedge.machine import cpu_features
+from pcedge.evaluation.datasets import load_dataset
+from pcedge.export.quantize import (
+    AgreementError,
+    calibration_images,
+    held_out_images,
+    quantize_int8,
+)
 from pcedge.masks import create_mask_set
-from pcedge.preprocess import PreprocessSpec, read_onnx_metadata
-from pcedge.quantize import AgreementError, calibration_images, held_out_images, quantize_int8, saturation_risk
+from pcedge.preprocess import PreprocessSpec
 from pcedge.runtime.driver import PatchCleanser
+from pcedge.runtime.modelfile import read_onnx_metadata, read_spec, saturation_risk
+from pcedge.util.machine import cpu_features
 from tests.conftest import FASHION
 
 EMULATED_CPU = "EPYC-Rome"  # AMD Zen 2: AVX2, no VNNI (the CPU where U8S8 models gave other labels)
@@ -43,9 +49,14 @@ def int8_model(fashion_trained, calibration_frames, tmp_path_factory):
 @pytest.fixture(scope="module")
 def full_8bit_model(fashion_trained, calibration_frames, tmp_path_factory):
     """What pcedge wrote before the u8s7 scheme: uint8 x int8 with full 8-bit weights (CPU-dependent labels)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
-    spec = PreprocessSpec.from_onnx(fashion_trained.onnx_path)
+    spec = read_spec(fashion_trained.onnx_path)
     images = calibration_images(calibration_frames, spec, patch="4", masks_per_axis=4)
 
     class Reader(CalibrationDataReader):
@@ -65,7 +76,7 @@ def full_8bit_model(fashion_trained, calibration_frames, tmp_path_factory):
 @pytest.fixture(scope="module")
 def held_out(fashion_trained):
     test = load_dataset(FASHION, split="test")
-    spec = PreprocessSpec.from_onnx(fashion_trained.onnx_path)
+    spec = read_spec(fashion_trained.onnx_path)
     one, two = held_out_images([test.load(i) for i in range(5)], spec, create_mask_set((28, 28), "4", masks_per_axis=4))
     return np.concatenate([one, two])
 
@@ -87,7 +98,7 @@ def int8_weight_ranges(path: Path) -> list[tuple[str, int, int]]:
 def test_int8_model_keeps_preprocessing_records_scheme_and_renews_its_hash(fashion_trained, int8_model):
     path, report = int8_model
     meta = read_onnx_metadata(path)
-    assert PreprocessSpec.from_metadata(meta) == PreprocessSpec.from_onnx(fashion_trained.onnx_path)
+    assert PreprocessSpec.from_metadata(meta) == read_spec(fashion_trained.onnx_path)
     info = json.loads(meta["pcedge.quantization"])
     assert info["scheme"] == report.scheme == "u8s7" and not info["forced"]
     assert info["calibration_images"] == report.calibration_images == 30 * 4  # 30 of 40 frames calibrate, 10 are held out
@@ -142,7 +153,7 @@ def test_old_full_8bit_models_are_flagged(full_8bit_model, int8_model):
 
 
 def test_calibration_images_include_masked_versions(fashion_trained):
-    spec = PreprocessSpec.from_onnx(fashion_trained.onnx_path)
+    spec = read_spec(fashion_trained.onnx_path)
     frame = np.full((28, 28), 200, np.uint8)
     images = calibration_images([frame], spec, patch="4", masks_per_axis=4, per_frame=4)
     zero = np.isclose(images, 0.0).all(axis=1)  # masked pixels are 0 after normalization in every channel
@@ -179,7 +190,7 @@ def _emulation_unavailable() -> str | None:
 def labels_on_emulated_cpu(model: Path, images: np.ndarray, tmp_path: Path) -> np.ndarray:
     """ONNX Runtime's labels computed on an emulated AMD EPYC Rome (AVX2, no VNNI): real ORT kernels, other ISA."""
     np.save(tmp_path / "images.npy", images)
-    script = ("import sys, numpy as np; from pcedge.quantize import onnx_labels; "
+    script = ("import sys, numpy as np; from pcedge.export.quantize import onnx_labels; "
               "np.save(sys.argv[3], onnx_labels(sys.argv[1], np.load(sys.argv[2])))")
     out = tmp_path / "labels.npy"
     subprocess.run(["qemu-x86_64", "-cpu", EMULATED_CPU, sys.executable, "-c", script, str(model), str(tmp_path / "images.npy"),
@@ -191,7 +202,7 @@ def labels_on_emulated_cpu(model: Path, images: np.ndarray, tmp_path: Path) -> n
 @pytest.mark.skipif(_emulation_unavailable() is not None, reason=str(_emulation_unavailable()))
 def test_u8s7_labels_are_the_same_on_a_cpu_without_vnni(int8_model, held_out, tmp_path):
     """The same file, the same images, ONNX Runtime on this CPU and on an emulated AVX2-only CPU: the same labels."""
-    from pcedge.quantize import onnx_labels
+    from pcedge.export.quantize import onnx_labels
 
     images = held_out[:160]
     assert np.array_equal(labels_on_emulated_cpu(int8_model[0], images, tmp_path), onnx_labels(int8_model[0], images))
@@ -204,14 +215,14 @@ def test_u8s7_labels_are_the_same_on_a_cpu_without_vnni(int8_model, held_out, tm
 def test_control_full_8bit_weights_give_other_labels_without_vnni(full_8bit_model, held_out, tmp_path):
     """The control for the test above: the old scheme's labels differ between a VNNI host and the emulated CPU,
     which shows that the emulation really runs another integer path (the bug the u8s7 scheme removes)."""
-    from pcedge.quantize import onnx_labels
+    from pcedge.export.quantize import onnx_labels
 
     images = held_out[:160]
     assert not np.array_equal(labels_on_emulated_cpu(full_8bit_model, images, tmp_path), onnx_labels(full_8bit_model, images))
 
 
 def test_certificates_of_an_int8_model_name_its_scheme_and_the_cpu(int8_model, tmp_path):
-    from pcedge.certification import build_report, certify
+    from pcedge.evaluation.certification import build_report, certify
 
     test = load_dataset(FASHION, split="test")
     with PatchCleanser.from_onnx(int8_model[0], backend="ort", patch="4", masks_per_axis=4) as pc:

@@ -12,11 +12,8 @@ actually used is recorded in the metadata.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +21,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._optional import is_available, require
 from ..errors import ExportError, PcedgeError
-from ..files import publish
 from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
+from ..runtime.modelfile import file_sha256, stamp_metadata
+from ..util.files import writing
+from ..util.optional import is_available, require
 
 log = logging.getLogger("pcedge.export")
 
@@ -96,22 +94,16 @@ def export_onnx(
     # without eval() here the wrapped model would come back from export in training mode.
     head = _export_head(model, argmax).eval()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        used = _run_exporter(head, sample, tmp, opset, exporter, argmax, max_batch)
-        _finalize(tmp, spec, source_name, used, opset, num_classes, argmax)
-        parity = check_parity(model, tmp, spec, tolerance=tolerance)
-        publish(tmp, path)
+        with writing(path) as tmp:
+            used = _run_exporter(head, sample, tmp, opset, exporter, argmax, max_batch)
+            _finalize(tmp, spec, source_name, used, opset, num_classes, argmax)
+            parity = check_parity(model, tmp, spec, tolerance=tolerance)
     except PcedgeError:
         raise
     except Exception as exc:  # noqa: BLE001 - the exporters raise anything; report it as an export failure
         raise ExportError(f"export of {source_name or type(model).__name__} failed: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = file_sha256(path)
     return ExportReport(path, used, opset, num_classes, parity, path.stat().st_size, digest)
 
 
@@ -200,13 +192,7 @@ def _finalize(tmp: Path, spec: PreprocessSpec, source_name: str, exporter: str, 
         "pcedge.num_classes": str(num_classes),
         "pcedge.outputs": json.dumps([LOGITS_NAME, LABELS_NAME] if argmax else [LOGITS_NAME]),
     }
-    del model.metadata_props[:]
-    for key, value in meta.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    content = model.SerializeToString()
-    hash_entry = model.metadata_props.add()
-    hash_entry.key, hash_entry.value = "pcedge.content_sha256", hashlib.sha256(content).hexdigest()
+    stamp_metadata(model, meta, keep=False)
     onnx.save_model(model, str(tmp), save_as_external_data=False)
     onnx.checker.check_model(str(tmp), full_check=True)
 

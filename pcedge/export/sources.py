@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._optional import require
-from ..datasets import FASHION_MNIST_CLASSES
 from ..errors import ExportError
+from ..evaluation.datasets import FASHION_MNIST_CLASSES
+from ..util.optional import require
 
 log = logging.getLogger("pcedge.export")
 

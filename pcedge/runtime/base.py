@@ -12,11 +12,16 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import EngineError
+
+if TYPE_CHECKING:
+    from ..masks import MaskSet
+    from ..preprocess import PreprocessSpec
+    from .writers import FrameWriter
 
 _COUNTER = itertools.count()
 
@@ -94,6 +99,12 @@ class Engine(ABC):
         if labels.shape[0] != n:
             raise EngineError(f"{self.name}: the model returned {labels.shape[0]} labels for a batch of {n}")
         return labels
+
+    def frame_writer(self, spec: "PreprocessSpec", mask_set: "MaskSet", frame_order: str = "BGR") -> "FrameWriter":
+        """The writer for this engine's buffer: the CUDA kernel for device buffers, the C++ kernel for host ones."""
+        from .writers import CudaFrameWriter, HostFrameWriter
+
+        return (CudaFrameWriter if self.device == "cuda" else HostFrameWriter)(self, spec, mask_set, frame_order)
 
     def describe(self) -> str:
         """Which backend and provider actually runs, for logs and results."""

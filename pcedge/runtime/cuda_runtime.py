@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._optional import require
 from ..errors import EngineError
+from ..util.optional import require
 
 
 def cudart_module():

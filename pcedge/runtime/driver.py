@@ -14,24 +14,37 @@ one engine call is the schedule:
 - ``"all"``: every disagreer's images in as few calls as the engine holds.
 
 Every schedule returns exactly the label of DESIGN.md's steps 1-4; only the work differs.
+
+Several frames can be defended in one step (:meth:`PatchCleanser.predict_batch`): their one-mask
+images share engine calls, their decisions (:class:`pcedge.defense.DoubleMasking`) advance in
+lockstep and each round's two-mask requests of all frames are merged into as few calls as the
+engine's batch holds. Each frame's result is exactly what :meth:`PatchCleanser.predict` alone returns.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from ..alarm import AlarmState, frame_level
-from ..defense import Decision, contradiction_first_order, double_masking, index_order
+from ..alarm import frame_level
+from ..defense import (
+    Decision,
+    DoubleMasking,
+    FullTable,
+    contradiction_first_order,
+    index_order,
+)
 from ..errors import ConfigError, EngineError, PcedgeError
 from ..masks import MaskSet, create_mask_set
-from ..preprocess import PreprocessSpec, as_hwc_uint8, read_onnx_metadata, resolve_spec
+from ..preprocess import PreprocessSpec, resolve_spec
+from ..result import Result
 from .base import Engine
+from .kernels import PreparedFrame
 from .latency import (
     LatencyCurve,
     LatencyCurveCache,
@@ -39,7 +52,7 @@ from .latency import (
     engine_latency_curve,
     plan_first_chunks,
 )
-from .masking import CudaMaskWriter, write_frame, write_masked_frame
+from .modelfile import read_onnx_metadata, saturation_risk
 
 log = logging.getLogger("pcedge.driver")
 
@@ -54,30 +67,7 @@ one image per call wins whenever p > a / (s + a) (0.16 for Lite0 on ONNX Runtime
 for everything wins whenever the call's fixed cost dominates (GPUs)."""
 
 
-@dataclass
-class Result:
-    """One defended prediction. ``case`` is agreed, disagreer, majority or budget (second round cut short);
-    ``level`` is the alarm level: clear, uncertain or patch (see :mod:`pcedge.alarm`)."""
-
-    label: int
-    class_name: str
-    case: str
-    disagreers: list[int]
-    two_mask_passes: int
-    timings_ms: dict[str, float]
-    backend: str
-    one_mask_labels: list[int] = field(default_factory=list)
-    passing_mask: int | None = None  # the disagreer that survived the second round (case "disagreer"): where the patch was
-    level: str = "clear"
-    stream_alarm: AlarmState | None = None  # set by pcedge.video.stream: the stream's k-of-n alarm after this frame
-
-    @property
-    def alert(self) -> bool:
-        """This frame is at the ``patch`` level: one mask explains a local disagreement (see :mod:`pcedge.alarm`)."""
-        return self.level == "patch"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["PatchCleanser", "Result"]  # Result lives in pcedge.result; imported from here too
 
 
 class PatchCleanser:
@@ -99,8 +89,7 @@ class PatchCleanser:
         self.second_round, self.budget, self.frame_order = second_round, budget, frame_order
         self.class_names = spec.class_names
         self._one_mask = np.arange(len(mask_set), dtype=np.int32)
-        self._cuda_writer = CudaMaskWriter(mask_set, engine.max_batch) if engine.device == "cuda" else None
-        self._frame_on_device = None
+        self._writer = engine.frame_writer(spec, mask_set, frame_order)
         self.latency_curve: LatencyCurve | None = None
         self._first_chunks: tuple[int, ...] | None = None
         self._ask_order = index_order
@@ -136,7 +125,6 @@ class PatchCleanser:
                   stride: int | None = None, two_patches: bool = False, mask_size: int | None = None, max_batch: int | None = None,
                   spec_overrides: dict | None = None, **kwargs: Any) -> "PatchCleanser":
         """Engine, spec (from the model's metadata) and mask set in one call."""
-        from ..quantize import saturation_risk
         from .backends import create_engine
 
         metadata = read_onnx_metadata(path)
@@ -166,107 +154,144 @@ class PatchCleanser:
 
     def predict(self, frame: np.ndarray) -> Result:
         """Defended label of one frame (uint8 HxW, HxWx1/3/4; 4-channel frames are BGRA)."""
+        return self.predict_batch([frame])[0]
+
+    @property
+    def max_frames_per_step(self) -> int:
+        """How many frames one :meth:`predict_batch` step takes: their one-mask images must fit the engine's batch."""
+        return max(1, self.engine.max_batch // len(self.mask_set))
+
+    def predict_batch(self, frames: Sequence[np.ndarray]) -> list[Result]:
+        """Defended labels of several frames in one step, each exactly what :meth:`predict` alone returns.
+
+        The one-mask images of all frames share engine calls (up to ``max_batch`` images each), and the
+        second rounds advance together, each round's two-mask requests of every frame merged into as few
+        calls as the engine holds. Timings are per frame: ``masking`` and ``first_round`` are the shared
+        first calls, ``second_round`` the calls that carried this frame's two-mask images.
+        """
+        if not 1 <= len(frames) <= self.max_frames_per_step:
+            raise ConfigError(f"a step takes 1 to {self.max_frames_per_step} frames ({self.engine.name} holds "
+                              f"{self.engine.max_batch} images per call, K={len(self.mask_set)} per frame), got {len(frames)}")
         t0 = time.perf_counter()
-        frame = self._source(frame)
-        self._write(frame, self._one_mask)
+        loaded = [self._writer.load(frame, slot) for slot, frame in enumerate(frames)]
+        first = _Calls()
+        one_mask = self._classify(first, [(frame, self._one_mask) for frame in loaded])
         t1 = time.perf_counter()
-        one_mask = self.engine.infer(len(self.mask_set))
+        plan = self._first_chunks
+        chunk_size = None if plan is None else (lambda remaining: plan[min(remaining, len(plan) - 1)])
+        decisions = [DoubleMasking(labels, chunk_size=chunk_size, budget=self.budget, order=self._ask_order,
+                                   prefetch_all=self.second_round == "all") for labels in one_mask]
+        second = [_Calls() for _ in frames]
+        engine_s = self._advance(decisions, loaded, second)
         t2 = time.perf_counter()
-        second = {"ms": 0.0, "prefetched": 0}
-        decision = self._decide(frame, one_mask, second)
-        t3 = time.perf_counter()
-        timings = {
-            "masking": (t1 - t0) * 1e3,
-            "first_round": (t2 - t1) * 1e3,
-            "decision": (t3 - t2) * 1e3 - second["ms"],
-            "second_round": second["ms"],
-            "total": (t3 - t0) * 1e3,
-        }
-        return Result(decision.label, self.class_name(decision.label), decision.case, list(decision.disagreers),
-                      decision.two_mask_passes + second["prefetched"], timings, self.engine.describe(), [int(v) for v in one_mask],
-                      decision.passing_mask, frame_level(decision.case, decision.disagreers, self.mask_set))
+        decision_ms = max(0.0, (t2 - t1 - engine_s) * 1e3)  # the decisions' own time, outside the engine calls
+        return [self._result(d.decision, labels, first, calls, decision_ms, (t2 - t0) * 1e3)
+                for d, labels, calls in zip(decisions, one_mask, second)]
 
     def predict_undefended(self, frame: np.ndarray) -> int:
         """The plain model's label for the unmasked frame (what an unprotected camera reports)."""
-        frame = as_hwc_uint8(frame)
-        if self._cuda_writer is not None:
-            raise EngineError("predict_undefended runs on CPU engines; GPU engines are benchmarked through pcedge bench")
-        write_frame(frame, self.spec, self.engine.full_buffer(), count=1, frame_order=self.frame_order)
-        return int(self.engine.infer(1)[0])
+        return int(self.undefended_labels(frame, 1)[0])
+
+    def undefended_labels(self, frame: np.ndarray, count: int = 1) -> np.ndarray:
+        """The plain model on ``count`` unmasked copies of the frame in one call (count = K: the undefended
+        batch-K baseline the benchmarks compare with)."""
+        self._writer.write_unmasked(self._writer.load(frame), count)
+        return self.engine.infer(count)
 
     def label_table(self, frame: np.ndarray) -> np.ndarray:
         """The full symmetric K x K two-mask label table (diagonal = one-mask labels), for certification."""
-        from ..defense import certification_pairs, table_from_pairs
+        return self.label_tables([frame])[0]
 
-        frame = self._source(frame)
-        pairs = certification_pairs(len(self.mask_set))
-        return table_from_pairs(len(self.mask_set), self._classify_pairs(frame, pairs))
+    def label_tables(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Label tables of several images, their K(K+1)/2 masked images packed into full engine calls."""
+        loaded = [self._writer.load(frame, slot) for slot, frame in enumerate(frames)]
+        tables = [FullTable(len(self.mask_set)) for _ in frames]
+        self._advance(tables, loaded, [_Calls() for _ in frames])
+        return [t.table for t in tables]
 
     # ------------------------------------------------------------------------------- internals
-    def _source(self, frame: np.ndarray) -> Any:
-        """The validated frame where the writer reads it: on the host, or uploaded to the GPU once per frame.
+    def _result(self, decision: Decision, one_mask: np.ndarray, first: "_Calls", second: "_Calls", decision_ms: float,
+                total_ms: float) -> Result:
+        timings = {"masking": first.write_s * 1e3, "first_round": first.infer_s * 1e3, "decision": decision_ms,
+                   "second_round": second.seconds * 1e3, "total": total_ms}
+        return Result(decision.label, self.class_name(decision.label), decision.case, list(decision.disagreers),
+                      decision.two_mask_passes, timings, self.engine.describe(), [int(v) for v in one_mask],
+                      decision.passing_mask, frame_level(decision.case, decision.disagreers, self.mask_set),
+                      batch_sizes=first.sizes + second.sizes)
 
-        Every later write of this frame (first round, each second-round chunk) reuses it.
-        """
-        frame = as_hwc_uint8(frame)
-        return frame if self._cuda_writer is None else self._upload(frame)
+    def _advance(self, computations: Sequence["LabelRequests"], loaded: Sequence[PreparedFrame], calls: Sequence["_Calls"]) -> float:
+        """Run label computations to the end, each round's requests of all of them merged into shared calls;
+        returns the seconds spent writing and in the engine."""
+        spent = 0.0
+        while True:
+            active = [n for n, c in enumerate(computations) if not c.done]
+            if not active:
+                return spent
+            shared = _Calls()
+            labels = self._classify(shared, [(loaded[n], computations[n].pending) for n in active])
+            spent += shared.seconds
+            for n, z in zip(active, labels):
+                calls[n].add(shared)
+                computations[n].supply(z)
 
-    def _write(self, source: Any, selection: np.ndarray) -> None:
-        if self._cuda_writer is None:
-            write_masked_frame(source, self.spec, self.mask_set, selection, self.engine.full_buffer(), frame_order=self.frame_order)
-        else:
-            self._cuda_writer.write_masked_frame(source, self.spec, selection, self.engine.full_buffer(),
-                                                 frame_order=self.frame_order, stream=self.engine.stream)
+    def _classify(self, calls: "_Calls", requests: Sequence[tuple[PreparedFrame, np.ndarray]]) -> list[np.ndarray]:
+        """Labels for each (frame, selection) request, written back to back into calls of up to ``max_batch`` images."""
+        out = [np.empty(len(sel), np.int64) for _, sel in requests]
+        capacity = self.engine.max_batch
+        placed: list[tuple[int, int, int, int]] = []  # (request, start within it, count, offset in the batch)
+        fill = 0
+        for r, (frame, sel) in enumerate(requests):
+            start = 0
+            while start < len(sel):
+                take = min(capacity - fill, len(sel) - start)
+                begin = time.perf_counter()
+                self._writer.write(frame, sel[start : start + take], offset=fill)
+                calls.write_s += time.perf_counter() - begin
+                placed.append((r, start, take, fill))
+                fill += take
+                start += take
+                if fill == capacity:
+                    self._infer(calls, fill, placed, out)
+                    placed, fill = [], 0
+        if fill:
+            self._infer(calls, fill, placed, out)
+        return out
 
-    def _upload(self, frame: np.ndarray) -> Any:
-        """Copy the camera frame to the GPU (CuPy), reusing the device buffer."""
-        from .._optional import require
+    def _infer(self, calls: "_Calls", n: int, placed: list[tuple[int, int, int, int]], out: list[np.ndarray]) -> None:
+        begin = time.perf_counter()
+        labels = self.engine.infer(n)
+        calls.infer_s += time.perf_counter() - begin
+        calls.sizes.append(n)
+        for r, start, count, offset in placed:
+            out[r][start : start + count] = labels[offset : offset + count]
 
-        cp = require("cupy", "uploading frames to the CUDA writer")
-        if self._frame_on_device is None or self._frame_on_device.shape != frame.shape:
-            self._frame_on_device = cp.empty(frame.shape, dtype=cp.uint8)
-        self._frame_on_device.set(frame)
-        return self._frame_on_device
 
-    def _classify_pairs(self, source: Any, pairs: np.ndarray) -> np.ndarray:
-        labels = np.empty(len(pairs), np.int64)
-        step = self.engine.max_batch
-        for start in range(0, len(pairs), step):
-            chunk = pairs[start : start + step]
-            self._write(source, chunk)
-            labels[start : start + len(chunk)] = self.engine.infer(len(chunk))
-        return labels
+class LabelRequests(Protocol):
+    """A computation that asks for masked-image labels in rounds: :class:`pcedge.defense.DoubleMasking` or
+    :class:`pcedge.defense.FullTable`."""
 
-    def _decide(self, frame: Any, one_mask: np.ndarray, second: dict) -> Decision:
-        known: dict[tuple[int, int], int] = {}
+    @property
+    def done(self) -> bool: ...
 
-        def two_mask_labels(i: int, js: np.ndarray) -> np.ndarray:
-            start = time.perf_counter()
-            pairs = np.stack([np.full(len(js), i), js], axis=1).astype(np.int32)
-            labels = self._classify_pairs(frame, pairs)
-            second["ms"] += (time.perf_counter() - start) * 1e3
-            return labels
+    @property
+    def pending(self) -> np.ndarray: ...
 
-        if self.second_round == "all" and not (one_mask == one_mask[0]).all():
-            self._prefetch_all_disagreers(frame, one_mask, known, second)
-        budget = None if self.budget is None else self.budget - second["prefetched"]
-        plan = self._first_chunks
-        chunk_size = None if plan is None else (lambda remaining: plan[min(remaining, len(plan) - 1)])
-        return double_masking(one_mask, two_mask_labels, chunk_size=chunk_size, budget=budget, known=known,
-                              order=self._ask_order)
+    def supply(self, labels: np.ndarray) -> None: ...
 
-    def _prefetch_all_disagreers(self, frame: Any, one_mask: np.ndarray, known: dict, second: dict) -> None:
-        """Classify every disagreer's two-mask images in as few calls as the engine allows."""
-        from ..defense import majority_label
 
-        start = time.perf_counter()
-        k = len(one_mask)
-        disagreers = np.flatnonzero(one_mask != majority_label(one_mask))
-        pairs = sorted({(min(i, j), max(i, j)) for i in disagreers.tolist() for j in range(k) if j != i})
-        if self.budget is not None and len(pairs) > self.budget:
-            pairs = pairs[: self.budget]
-        arr = np.array(pairs, dtype=np.int32).reshape(-1, 2)
-        for (i, j), label in zip(pairs, self._classify_pairs(frame, arr).tolist()):
-            known[(i, j)] = int(label)
-        second["prefetched"] = len(pairs)
-        second["ms"] += (time.perf_counter() - start) * 1e3
+@dataclass
+class _Calls:
+    """Time and batch sizes of the engine calls that served a frame (or one round shared by several frames)."""
+
+    write_s: float = 0.0
+    infer_s: float = 0.0
+    sizes: list[int] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return self.write_s + self.infer_s
+
+    def add(self, other: "_Calls") -> None:
+        self.write_s += other.write_s
+        self.infer_s += other.infer_s
+        self.sizes.extend(other.sizes)

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._cache import cache_dir
 from ..errors import ConfigError, PcedgeError
-from ..files import publish
+from ..util.cache import cache_dir
+from ..util.files import write_json
 from .base import Engine
 
 log = logging.getLogger("pcedge.latency")
@@ -104,7 +103,7 @@ class LatencyCurveCache:
 
     @staticmethod
     def key(identity: dict[str, Any], largest: int) -> str:
-        from ..machine import cpu_model, gpu_info
+        from ..util.machine import cpu_model, gpu_info
 
         full = {**identity, "largest": largest, "cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu_info()}
         return hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:24]
@@ -137,10 +136,8 @@ class LatencyCurveCache:
     def save(self, key: str, curve: LatencyCurve, identity: dict[str, Any]) -> None:
         """Write atomically; an unwritable cache only costs a re-measurement next time."""
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", dir=self.folder, suffix=".tmp", delete=False, encoding="utf-8") as fh:
-                json.dump({**curve.as_dict(), "identity": identity, "measured": time.strftime("%Y-%m-%d %H:%M:%S")}, fh)
-            publish(fh.name, self.path_for(key))
+            write_json(self.path_for(key), {**curve.as_dict(), "identity": identity,
+                                            "measured": time.strftime("%Y-%m-%d %H:%M:%S")})
         except OSError as exc:
             log.warning("cannot cache the latency curve in %s (%s)", self.folder, exc)
 

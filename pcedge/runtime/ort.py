@@ -188,7 +188,7 @@ class OrtEngine(Engine):
     def identity(self) -> dict[str, Any]:
         import onnxruntime as ort
 
-        from .trt_cache import file_sha256
+        from .modelfile import file_sha256
 
         return {"model_sha256": file_sha256(self.model_path), "engine": self.describe(), "fp16": self._fp16,
                 "threads": self._threads, "max_batch": self._max_batch, "onnxruntime": ort.__version__}

@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from .._optional import require
 from ..errors import EngineError
+from ..util.optional import require
 from .base import Engine, InputMetadata
 from .cuda_runtime import check_call, cuda_device, cudart_module
-from .trt_cache import EngineCache, EngineKey, file_sha256, profile_shapes
+from .modelfile import file_sha256
+from .trt_cache import EngineCache, EngineKey, profile_shapes
 
 log = logging.getLogger("pcedge.tensorrt")
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .._optional import require
 from ..masks import MaskSet
+from ..util.optional import require
 from .base import Engine, InputMetadata
 
 

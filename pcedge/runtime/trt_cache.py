@@ -11,14 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .._cache import cache_dir
 from ..errors import ConfigError
-from ..files import publish
+from ..util.cache import cache_dir
+from ..util.files import writing
 
 log = logging.getLogger("pcedge.trt_cache")
 MAGIC = b"PCEDGE-TRT-ENGINE/1\n"
@@ -51,14 +49,6 @@ def profile_shapes(num_masks: int, max_batch: int | None = None) -> tuple[int, i
     if cap < num_masks:
         raise ConfigError(f"max_batch {cap} is smaller than the one-mask batch K={num_masks}")
     return 1, num_masks, min(largest, cap)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class EngineCache:
@@ -103,15 +93,8 @@ class EngineCache:
         header = json.dumps({"key": asdict(key), "payload_sha256": hashlib.sha256(payload).hexdigest()}).encode()
         path = self.path_for(key)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".engine-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(MAGIC + header + b"\n" + payload)
-                publish(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            with writing(path) as temporary:
+                temporary.write_bytes(MAGIC + header + b"\n" + payload)
         except OSError as exc:
             log.warning("cannot write the engine cache in %s (%s); the engine stays in memory and will be rebuilt next run", self.folder, exc)
             return None

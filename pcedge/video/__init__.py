@@ -4,7 +4,7 @@ OpenCV is not a hard requirement of pcedge (a Jetson uses JetPack's, with GStrea
 shadow it), so its absence is reported here, once, with both ways to get it.
 """
 
-from .._optional import require
+from ..util.optional import require
 
 require("cv2", "video sources, outputs and overlays")
 

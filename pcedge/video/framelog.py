@@ -16,7 +16,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..alarm import LEVELS
-from ..runtime.driver import Result
+from ..result import Result
 
 
 class FrameLog:

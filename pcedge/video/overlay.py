@@ -17,7 +17,7 @@ import numpy as np
 from ..alarm import LEVEL_MEANING, LEVELS
 from ..masks import MaskSet
 from ..preprocess import PreprocessSpec
-from ..runtime.driver import Result
+from ..result import Result
 
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 LEVEL_COLOURS = {"clear": (60, 160, 40), "uncertain": (150, 110, 70), "patch": (40, 40, 220)}  # BGR

@@ -11,8 +11,9 @@ from typing import Iterator
 
 from ..alarm import DEFAULT_WINDOW, StreamAlarm
 from ..errors import ConfigError
-from ..progress import progress
-from ..runtime.driver import PatchCleanser, Result
+from ..result import Result
+from ..runtime.driver import PatchCleanser
+from ..util.progress import progress
 from .framelog import FrameLog
 from .outputs import DisplayOutput, NullOutput, open_output
 from .overlay import draw_overlay

@@ -11,7 +11,7 @@ import torch
 
 from pcedge.errors import EngineError, ExportError
 from pcedge.export import export_onnx, load_model
-from pcedge.preprocess import PreprocessSpec, read_onnx_metadata
+from pcedge.runtime.modelfile import read_onnx_metadata, read_spec
 from tests.models import FixedBatchNet, NotAClassifier, build
 
 EXPORTERS = ["torchscript"] + (["dynamo"] if importlib.util.find_spec("onnxscript") else [])
@@ -40,7 +40,7 @@ def test_round_trip(tmp_path, arch, exporter):
         assert logits.shape == (batch, 10) and labels.shape == (batch,)
         assert np.abs(logits - expected).max() < 1e-3
         assert np.array_equal(labels, expected.argmax(1))
-    spec = PreprocessSpec.from_onnx(path)
+    spec = read_spec(path)
     assert spec.input_size == (32, 32) and spec.mean == (0.5, 0.4, 0.3) and spec.crop_pct == 1.0
     assert list(spec.class_names) == LABELS
     meta = read_onnx_metadata(path)
@@ -103,7 +103,7 @@ def test_model_without_metadata_needs_explicit_spec(tmp_path):
     torch.onnx.export(build("cnn"), (torch.zeros(1, 3, 32, 32),), str(path), input_names=["images"],
                       dynamic_axes={"images": {0: "n"}}, dynamo=False)
     with pytest.raises(EngineError, match="--image-size"):
-        PreprocessSpec.from_onnx(path)
+        read_spec(path)
 
 
 @pytest.mark.slow

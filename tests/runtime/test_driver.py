@@ -12,14 +12,18 @@ from pcedge.defense import double_masking_table
 from pcedge.errors import ConfigError, EngineError
 from pcedge.export import export_onnx
 from pcedge.masks import MaskSet
-from pcedge.preprocess import PreprocessSpec, masked_batch_reference, preprocess_reference
+from pcedge.preprocess import (
+    PreprocessSpec,
+    masked_batch_reference,
+    preprocess_reference,
+)
 from pcedge.runtime.backends import create_engine, resolve_backends
 from pcedge.runtime.driver import PatchCleanser
 from pcedge.runtime.latency import LatencyCurveCache
-from tests.runtime.test_latency import FailsAboveTwo
 from pcedge.runtime.ort import OrtEngine
 from pcedge.runtime.torch_eager import TorchEngine, original_double_masking
 from tests.models import build
+from tests.runtime.test_latency import FailsAboveTwo
 
 SPEC = PreprocessSpec(input_size=(32, 32), crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 

@@ -16,8 +16,17 @@ from hypothesis import strategies as st
 from pcedge import _masking_cpu
 from pcedge.errors import KernelError
 from pcedge.masks import MaskSet
-from pcedge.preprocess import PreprocessSpec, masked_batch_reference, preprocess_reference
-from pcedge.runtime.masking import CudaMaskWriter, cuda_writer_available, write_masked, write_masked_frame
+from pcedge.preprocess import (
+    PreprocessSpec,
+    masked_batch_reference,
+    preprocess_reference,
+)
+from pcedge.runtime.kernels import (
+    CudaMaskWriter,
+    cuda_writer_available,
+    write_masked,
+    write_masked_frame,
+)
 from tests.conftest import examples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,8 +212,9 @@ NVCC = shutil.which("nvcc")
 @pytest.mark.skipif(platform.machine() != "x86_64" or os.environ.get("QEMU_CPU") is not None,
                     reason="nvcc found here is an x86 host binary; this Python runs under emulation (the ARM lane)")
 def test_cuda_kernel_compiles_for_orin_and_hopper(tmp_path):
-    import pybind11
     import sysconfig
+
+    import pybind11
 
     cmd = [NVCC, "-std=c++17", "-c", "-Xcompiler", "-fPIC", "--resource-usage", f"-I{ROOT / 'cpp_ext'}",
            f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pcedge.runtime.driver import PatchCleanser
-from pcedge.runtime.masking import cuda_writer_available
+from pcedge.runtime.kernels import cuda_writer_available
 from tests.models import export_test_model
 
 

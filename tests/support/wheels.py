@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pcedge._cache import cache_dir
+from pcedge.util.cache import cache_dir
 
 
 def wheel_contents(requirement: str, name: str, *, platforms: tuple[str, ...] = ()) -> Path:

@@ -19,7 +19,13 @@ import numpy as np
 import pytest
 
 from pcedge.video import SourceOptions, open_source
-from pcedge.video.sources import JETSON_ONLY_ELEMENTS, csi_pipeline, opencv_has_gstreamer, parse_source, rtsp_pipeline
+from pcedge.video.sources import (
+    JETSON_ONLY_ELEMENTS,
+    csi_pipeline,
+    opencv_has_gstreamer,
+    parse_source,
+    rtsp_pipeline,
+)
 from tests.models import export_test_model
 from tests.video.clips import count_frames
 

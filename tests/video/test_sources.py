@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from pcedge.errors import ConfigError, SourceError
-from pcedge.video.sources import LiveSource, SourceOptions, SourceSpec, _open_capture, open_source, opencv_has_gstreamer, parse_source
+from pcedge.video.sources import (
+    LiveSource,
+    SourceOptions,
+    SourceSpec,
+    _open_capture,
+    open_source,
+    opencv_has_gstreamer,
+    parse_source,
+)
 from tests.video.clips import numbered_frame, read_index, write_numbered_clip
 
 

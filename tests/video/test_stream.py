@@ -16,13 +16,20 @@ import pytest
 
 from pcedge.alarm import AlarmState
 from pcedge.errors import ConfigError
+from pcedge.evaluation.democlip import make_demo_clip, max_patch_side_in_frame
 from pcedge.masks import MaskSet
 from pcedge.preprocess import PreprocessSpec
-from pcedge.runtime.driver import PatchCleanser, Result
+from pcedge.result import Result
+from pcedge.runtime.driver import PatchCleanser
 from pcedge.video import RunOptions, SourceOptions, run, stream
-from pcedge.video.democlip import make_demo_clip, max_patch_side_in_frame
 from pcedge.video.outputs import FolderOutput, VideoFileOutput, open_output
-from pcedge.video.overlay import ALARM_COLOUR, LEVEL_COLOURS, MASK_COLOUR, draw_overlay, model_window_to_frame
+from pcedge.video.overlay import (
+    ALARM_COLOUR,
+    LEVEL_COLOURS,
+    MASK_COLOUR,
+    draw_overlay,
+    model_window_to_frame,
+)
 from tests.models import export_test_model
 from tests.video.clips import count_frames, numbered_frame, write_numbered_clip
 

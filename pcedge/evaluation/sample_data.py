@@ -13,8 +13,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from ._cache import cache_dir
-from .errors import DatasetError
+from ..errors import DatasetError
+from ..util.cache import cache_dir
 
 FOOLBOX_VERSION = "3.3.4"
 

@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from ._optional import require
-from .datasets import Dataset
-from .errors import ConfigError, DatasetError
-from .preprocess import PreprocessSpec
-from .progress import progress as progress_bar
-from .runtime.masking import write_frame
+from ..errors import ConfigError, DatasetError
+from ..evaluation.datasets import Dataset
+from ..preprocess import PreprocessSpec
+from ..runtime.kernels import write_frame
+from ..util.optional import require
+from ..util.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 

@@ -69,7 +69,7 @@ class PlainProgress:
         if self.total and 0 < self.n < self.total and not final:
             eta = f", about {elapsed / self.n * (self.total - self.n):.0f} s left"
         tail = f" ({self.postfix})" if self.postfix else ""
-        if self.unit == "s":  # a ticking clock (pcedge.progress.ticking): the count is the elapsed time
+        if self.unit == "s":  # a ticking clock (pcedge.util.progress.ticking): the count is the elapsed time
             counted = ""
         else:
             plural = self.unit if self.n == 1 else self.unit + ("es" if self.unit.endswith(("s", "ch")) else "s")

@@ -23,7 +23,6 @@ the model's metadata (``pcedge.quantization``, shown by ``pcedge inspect``), and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -33,21 +32,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._optional import require
-from .errors import ConfigError, EngineError, PcedgeError
-from .files import publish
-from .machine import cpu_features, cpu_model, int8_arithmetic
-from .masks import MaskSet, create_mask_set
-from .preprocess import METADATA_KEY, PreprocessSpec, read_onnx_metadata
-from .runtime.masking import write_frame, write_masked_frame
+from ..errors import ConfigError, EngineError, PcedgeError
+from ..masks import MaskSet, create_mask_set
+from ..preprocess import METADATA_KEY, PreprocessSpec
+from ..runtime.kernels import write_frame, write_masked_frame
+from ..runtime.modelfile import INT8_SCHEMES, read_onnx_metadata, stamp_metadata
+from ..util.files import writing
+from ..util.machine import cpu_features, cpu_model, int8_arithmetic
+from ..util.optional import require
 
 log = logging.getLogger(__name__)
 
-SCHEMES = {
-    "u8s7": "uint8 activations, int8 weights limited to 7 bits: no saturation on x86 CPUs without VNNI, "
-            "the same labels on every CPU, full INT8 speed",
-    "u8u8": "uint8 activations and weights: no saturation, but ONNX Runtime's x86 kernels for it are slow",
-}
+SCHEMES = INT8_SCHEMES
 DEFAULT_MIN_AGREEMENT = 0.95
 
 
@@ -198,11 +194,10 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, frames: Sequence
                 "quantized_on": {"cpu": cpu_model(), "features": features, "int8_arithmetic": int8_arithmetic(features)},
                 "source_sha256": metadata.get("pcedge.content_sha256", "")}
         model = onnx.load(str(quantized))
-        _restamp(model, {"pcedge.quantization": json.dumps(info)})
-        final = Path(tmp) / "final.onnx"
-        onnx.save_model(model, str(final))
-        onnx.checker.check_model(str(final), full_check=True)
-        publish(final, out_path)
+        stamp_metadata(model, {"pcedge.quantization": json.dumps(info)})
+        with writing(out_path) as final:
+            onnx.save_model(model, str(final))
+            onnx.checker.check_model(str(final), full_check=True)
     report.path = out_path
     return report
 
@@ -231,34 +226,3 @@ def onnx_labels(path: str | Path, images: np.ndarray, batch: int = 36) -> np.nda
     chunks = [images[i : i + batch] for i in range(0, len(images), batch)]
     out = np.concatenate([session.run([output], {session.get_inputs()[0].name: chunk})[0] for chunk in chunks])
     return out if output == "labels" else out.argmax(axis=1)
-
-
-def saturation_risk(metadata: dict[str, str], features: list[str] | None = None) -> str | None:
-    """A warning when an INT8 model's labels on this CPU may differ from other CPUs' (None when they cannot).
-
-    Models from pcedge before the ``u8s7`` scheme (or other tools) use full 8-bit weights; on x86 without
-    VNNI their products saturate. ``features``: this CPU's flags (read from /proc/cpuinfo by default).
-    """
-    raw = metadata.get("pcedge.quantization")
-    if raw is None:
-        return None
-    info = json.loads(raw)
-    if info.get("scheme") in SCHEMES:
-        return None
-    flags = cpu_features() if features is None else features
-    here = int8_arithmetic(flags)
-    return (f"this INT8 model has full 8-bit int8 weights (no pcedge scheme recorded): on x86 CPUs without VNNI its "
-            f"products saturate, so its labels depend on the CPU (here: {here}). Re-quantize it with pcedge quantize "
-            f"(scheme u8s7) and certify it on the CPU family that runs it")
-
-
-def _restamp(model, extra: dict[str, str]) -> None:
-    """Add metadata entries and renew the content hash (sha256 of the model without the hash entry)."""
-    kept = [(p.key, p.value) for p in model.metadata_props if p.key != "pcedge.content_sha256"] + list(extra.items())
-    del model.metadata_props[:]
-    for key, value in kept:
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    digest = hashlib.sha256(model.SerializeToString()).hexdigest()
-    entry = model.metadata_props.add()
-    entry.key, entry.value = "pcedge.content_sha256", digest

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from .errors import MissingDependencyError
+from ..errors import MissingDependencyError
 
 HINTS = {
     "torch": "pip install 'patchcleanser-edge[export]' (CPU wheel: pip install torch)",

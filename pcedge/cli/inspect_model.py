@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._optional import is_available
-from .errors import EngineError
-from .preprocess import METADATA_KEY
+from ..errors import EngineError
+from ..preprocess import METADATA_KEY
+from ..util.optional import is_available
 
 JSON_KEYS = (METADATA_KEY, "pcedge.quantization", "pcedge.outputs", "pcedge.num_classes")
 """Metadata entries stored as JSON text; ``--json`` shows them as JSON values, not strings inside strings."""
@@ -53,8 +53,8 @@ def inspect_onnx(path: str | Path) -> dict:
                      + (" (written with --force)" if quant.get("forced") else "")
                      + (f"; quantized on {made.get('cpu')} ({made.get('int8_arithmetic')})" if made else ""))
     lines += [f"  {k}: {v}" for k, v in info["metadata"].items() if k not in (METADATA_KEY, "pcedge.quantization")]
-    from .runtime.latency import LatencyCurveCache
-    from .runtime.trt_cache import file_sha256
+    from ..runtime.latency import LatencyCurveCache
+    from ..runtime.modelfile import file_sha256
 
     curves = LatencyCurveCache().curves_for_model(file_sha256(path))
     info["latency_curves"] = [{"engine": ident.get("engine"), **curve.as_dict()} for ident, curve in curves]

@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from ..defense import CASES, double_masking_table, is_certified
+from ..errors import ConfigError, DatasetError
+from ..runtime.driver import PatchCleanser
+from ..util.files import writing
+from ..util.machine import cpu_features, cpu_model, int8_arithmetic, machine_info
+from ..util.progress import progress as progress_bar
 from .datasets import Dataset
-from .defense import CASES, double_masking_table, is_certified
-from .errors import ConfigError, DatasetError
-from .files import publish
-from .machine import cpu_features, cpu_model, int8_arithmetic, machine_info
-from .progress import progress as progress_bar
-from .runtime.driver import PatchCleanser
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,9 @@ class Tables:
 
     def save(self, path: Path) -> None:
         """Atomically: a crash mid-save leaves the previous file intact."""
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, positions=self.positions, labels=self.labels, undefended=self.undefended,
-                            tables=self.tables, meta=np.array(json.dumps(self.meta, sort_keys=True)))
-        publish(tmp, path)
+        with writing(path) as temporary, open(temporary, "wb") as fh:
+            np.savez_compressed(fh, positions=self.positions, labels=self.labels, undefended=self.undefended,
+                                tables=self.tables, meta=np.array(json.dumps(self.meta, sort_keys=True)))
 
     @classmethod
     def load(cls, path: Path) -> "Tables":
@@ -80,7 +79,7 @@ def pipeline_identity(model: PatchCleanser, metadata: dict[str, str]) -> dict[st
 def run_meta(model: PatchCleanser, dataset: Dataset, model_path: str | Path | None) -> dict[str, Any]:
     """What the tables depend on; --resume refuses tables whose meta differs (another model, mask set, data,
     engine, precision or CPU)."""
-    from .preprocess import read_onnx_metadata
+    from ..runtime.modelfile import read_onnx_metadata
 
     metadata = read_onnx_metadata(model_path) if model_path else {}
     return {"model": str(model_path or ""), "model_sha256": metadata.get("pcedge.content_sha256", ""),
@@ -259,7 +258,7 @@ def _threat_text(threat: dict) -> str:
 
 def plot_report(report: dict[str, Any], path: str | Path) -> None:
     """Overall bars beside the paper's, and certified accuracy per class."""
-    from ._optional import require
+    from ..util.optional import require
 
     plt = require("matplotlib.pyplot", "--plot")
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2]})

@@ -24,14 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import PcedgeError
-from .masks_report import describe_mask_set, draw_mask_set
-from .preprocess import read_onnx_metadata
-from .progress import progress, ticking
-from .runtime.driver import PatchCleanser
-from .sample_data import foolbox_samples
-from .video import RunOptions, SourceOptions, run
-from .video.democlip import (
+from ..errors import PcedgeError
+from ..evaluation.democlip import (
     PATCHED_MOTION,
     camera_view,
     load_photos,
@@ -39,7 +33,13 @@ from .video.democlip import (
     max_patch_side_in_frame,
     patch_corner,
 )
-from .video.framelog import format_summary
+from ..evaluation.sample_data import foolbox_samples
+from ..runtime.driver import PatchCleanser
+from ..runtime.modelfile import read_onnx_metadata
+from ..util.progress import progress, ticking
+from ..video import RunOptions, SourceOptions, run
+from ..video.framelog import format_summary
+from .masks_report import describe_mask_set, draw_mask_set
 
 CLIP_SIZE, CLIP_FPS, SECONDS_PER_PHOTO = (360, 640), 12, 1.5
 PATCHED_PHOTO, PATCH_ANCHOR = "coffee", (0.5, 0.5)  # the photo that gets the patch, and where (x, y fractions)
@@ -58,7 +58,7 @@ def ensure_demo_model(out_dir: Path) -> Path:
     if path.is_file() and read_onnx_metadata(path).get("pcedge.source_model") == "efficientnet-lite0":
         print(f"reusing {path}")
         return path
-    from .export import export_onnx, load_model
+    from ..export import export_onnx, load_model
 
     with ticking("exporting EfficientNet-Lite0 to ONNX and checking it against PyTorch (about 30 s)"):
         loaded = load_model("efficientnet-lite0")
@@ -70,7 +70,7 @@ def ensure_demo_model(out_dir: Path) -> Path:
 
 
 def shipped_patch() -> np.ndarray:
-    """The demo's adversarial patch (BGR), made by ``python -m pcedge.demo --optimize-patch`` and shipped."""
+    """The demo's adversarial patch (BGR), made by ``python -m pcedge.cli.demo --optimize-patch`` and shipped."""
     patch = cv2.imread(str(SHIPPED_PATCH), cv2.IMREAD_COLOR)
     if patch is None:
         raise PcedgeError(f"the shipped demo patch {SHIPPED_PATCH} is missing: reinstall pcedge, or run with --optimize-patch")
@@ -80,11 +80,11 @@ def shipped_patch() -> np.ndarray:
 def optimize_patch(pc: PatchCleanser, side: int, out_path: Path) -> np.ndarray:
     """A patch (side x side BGR) optimized against the undefended model on 8 views of the cup (PyTorch).
 
-    Optimized where the camera sees it (pcedge.attacks.frame_patch) to push the plain model off the
+    Optimized where the camera sees it (pcedge.evaluation.attacks.frame_patch) to push the plain model off the
     cup's classes, within the threat model after the model's resize. Written to ``out_path``.
     """
-    from .attacks import frame_patch
-    from .export import load_model
+    from ..evaluation.attacks import frame_patch
+    from ..export import load_model
 
     photo = load_photos((PATCHED_PHOTO,))[PATCHED_PHOTO]
     views = []
@@ -154,14 +154,14 @@ def list_outputs(out_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pcedge.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m pcedge.cli.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="folder for every output (created)")
     parser.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "ort-trt", "ort-cuda", "ort"],
                         help="engine backend (auto: TensorRT, then ONNX Runtime CUDA, then ONNX Runtime CPU)")
     parser.add_argument("--optimize-patch", action="store_true",
                         help="optimize the adversarial patch here (PyTorch, about a minute) instead of using the shipped one")
     args = parser.parse_args(argv)
-    from .logsetup import configure_logging
+    from ..util.logsetup import configure_logging
 
     configure_logging(verbosity=0)
     args.out.mkdir(parents=True, exist_ok=True)

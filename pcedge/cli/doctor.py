@@ -17,7 +17,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from ._optional import HINTS, is_available, numpy_abi_problem
+from ..util.optional import HINTS, is_available, numpy_abi_problem
 
 
 def _check(name: str, ok: bool, detail: str, fix: str = "") -> dict:
@@ -66,7 +66,7 @@ def check_gpu() -> list[dict]:
 
 
 def check_kernels(gpu: bool) -> list[dict]:
-    from .runtime.masking import cuda_writer_available
+    from ..runtime.kernels import cuda_writer_available
 
     checks = []
     checks.append(_check("C++ masking kernel", is_available("pcedge._masking_cpu"),

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .alarm import DEFAULT_WINDOW, parse_window
-from .errors import ConfigError, PcedgeError
-from .logsetup import configure_logging
+from ..alarm import DEFAULT_WINDOW, parse_window
+from ..errors import ConfigError, PcedgeError
+from ..util.logsetup import configure_logging
 
 log = logging.getLogger("pcedge")
 
@@ -49,7 +49,7 @@ def _positive_int(text: str) -> int:
 
 def _patch_text(text: str) -> str:
     """Checks what can be checked without the image size (pcedge.masks.check_patch_text), naming the flag."""
-    from .masks import check_patch_text
+    from ..masks import check_patch_text
 
     try:
         check_patch_text(text)
@@ -94,7 +94,7 @@ def add_mask_options(parser: argparse.ArgumentParser, *, with_size: bool = False
 
 
 def mask_set_from_args(args: argparse.Namespace, image_size: Sequence[int]):
-    from .masks import create_mask_set
+    from ..masks import create_mask_set
 
     return create_mask_set(image_size, args.patch, masks_per_axis=args.masks_per_axis, stride=args.stride, two_patches=args.two_patches,
                            mask_size=args.mask_size)
@@ -110,7 +110,7 @@ def write_json(path: str | Path, data: object) -> None:
     """A JSON report file, written whole or not at all, readable like the user's other files."""
     import tempfile
 
-    from .files import publish
+    from ..util.files import publish
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -159,8 +159,8 @@ def preprocessing_from_args(args: argparse.Namespace, model_defaults: dict) -> d
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_onnx, load_model
-    from .progress import ticking
+    from ..export import export_onnx, load_model
+    from ..util.progress import ticking
 
     with ticking(f"exporting {args.model or args.checkpoint} and checking parity with PyTorch"):
         loaded = load_model(args.model, args.checkpoint)
@@ -207,7 +207,7 @@ def _add_export(sub) -> None:
 
 # ------------------------------------------------------------------------------------------ inspect
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .model_info import inspect_onnx
+    from .inspect_model import inspect_onnx
 
     info = inspect_onnx(args.model)
     if args.json:
@@ -228,8 +228,8 @@ def _add_inspect(sub) -> None:
 # ------------------------------------------------------------------------------------------ predict
 def image_paths(items: Sequence[str]) -> list[tuple[Path, bool]]:
     """(path, named explicitly) for image files, folders of images and globs, in order (as ``pcedge run`` reads them)."""
-    from .errors import SourceError
-    from .video.sources import parse_source
+    from ..errors import SourceError
+    from ..video.sources import parse_source
 
     paths: list[tuple[Path, bool]] = []
     for item in items:
@@ -247,7 +247,7 @@ def image_paths(items: Sequence[str]) -> list[tuple[Path, bool]]:
 def cmd_predict(args: argparse.Namespace) -> int:
     import cv2
 
-    from .errors import SourceError
+    from ..errors import SourceError
 
     paths = image_paths(args.images)
     unreadable = []
@@ -310,7 +310,7 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 
 def defended_model_from_args(args: argparse.Namespace, max_batch: int | None = None):
-    from .runtime.driver import PatchCleanser
+    from ..runtime.driver import PatchCleanser
 
     overrides = {"input_size": args.image_size, "mean": args.mean, "std": args.std, "crop_pct": args.crop_pct}
     return PatchCleanser.from_onnx(args.model, backend=args.backend, patch=args.patch, masks_per_axis=args.masks_per_axis,
@@ -322,9 +322,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from .video import RunOptions, SourceOptions, run
-    from .video.framelog import format_summary
-    from .video.outputs import display_available
+    from ..video import RunOptions, SourceOptions, run
+    from ..video.framelog import format_summary
+    from ..video.outputs import display_available
 
     parse_window(args.alarm)  # refuse a bad --alarm before loading the model
     source_options = SourceOptions(width=args.width, height=args.height, fps=args.rate, codec=args.codec, loop=args.loop,
@@ -414,9 +414,15 @@ def cmd_certify(args: argparse.Namespace) -> int:
     import math
     import time
 
-    from .certification import build_report, certify, plot_report, report_markdown
-    from .datasets import load_dataset
-    from .preprocess import read_onnx_metadata, resolve_spec
+    from ..evaluation.certification import (
+        build_report,
+        certify,
+        plot_report,
+        report_markdown,
+    )
+    from ..evaluation.datasets import load_dataset
+    from ..preprocess import resolve_spec
+    from ..runtime.modelfile import read_onnx_metadata
 
     spec = resolve_spec({"input_size": args.image_size, "mean": args.mean, "std": args.std, "crop_pct": args.crop_pct},
                         read_onnx_metadata(args.model))
@@ -468,10 +474,10 @@ def _add_certify(sub) -> None:
 
 # ------------------------------------------------------------------------------------------ finetune
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from .datasets import load_dataset
-    from .export import export_onnx, load_model
-    from .finetune import FinetuneConfig, preprocess_dataset, train
-    from .preprocess import PreprocessSpec
+    from ..evaluation.datasets import load_dataset
+    from ..export import export_onnx, load_model
+    from ..export.finetune import FinetuneConfig, preprocess_dataset, train
+    from ..preprocess import PreprocessSpec
 
     loaded = load_model(args.model, args.checkpoint)
     labels = loaded.defaults.get("labels") or ()
@@ -528,7 +534,7 @@ def _add_finetune(sub) -> None:
 
 # ------------------------------------------------------------------------------------------ bench
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import BenchOptions, format_table, plot_latencies, run_bench
+    from ..evaluation.bench import BenchOptions, format_table, plot_latencies, run_bench
 
     options = BenchOptions(frames=args.frames, warmup=args.warmup, patch=args.patch, masks_per_axis=args.masks_per_axis,
                            backends=tuple(args.backend or ["auto"]), torch_model=args.torch_model, attack_rate=args.attack_rate,
@@ -570,16 +576,16 @@ def _add_bench(sub) -> None:
 
 # ------------------------------------------------------------------------------------------ quantize
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from .quantize import quantize_int8
+    from ..export.quantize import quantize_int8
 
     if args.calibration:
-        from .datasets import load_dataset
+        from ..evaluation.datasets import load_dataset
 
         dataset = load_dataset(args.calibration)
         frames = [f for f in (dataset.load(int(p)) for p in dataset.subset(args.frames, 0)) if f is not None]
         held_out = None  # the last quarter of the drawn images
     else:
-        from .bench import camera_frames, held_out_camera_frames
+        from ..evaluation.bench import camera_frames, held_out_camera_frames
 
         frames, held_out = camera_frames(args.frames), held_out_camera_frames(max(2, args.frames // 3))
     report = quantize_int8(args.model, args.out, frames, held_out_frames=held_out, scheme=args.scheme,
@@ -591,7 +597,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _add_quantize(sub) -> None:
-    from .quantize import DEFAULT_MIN_AGREEMENT, SCHEMES
+    from ..export.quantize import DEFAULT_MIN_AGREEMENT, SCHEMES
 
     p = sub.add_parser(
         "quantize", help="INT8 copy of a model for CPUs: the same labels on every CPU, refused if it disagrees with FP32",
@@ -650,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         epilog="Run 'pcedge COMMAND --help' for a command's options and an example.\n" + EXIT_CODES,
     )
-    from . import __version__
+    from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"pcedge {__version__}")
     _common_options(parser, top=True)

@@ -1,12 +1,14 @@
-"""Masked-batch writers: put N masked images straight into an engine's input buffer.
+"""The masking kernels' Python wrappers: N masked images straight into a buffer (C++ on the host, CUDA on a GPU).
 
-The wrappers validate dtype, shape, contiguity and indices once and raise a clear error (a ValueError)
+These are the kernel-level calls (a frame and a buffer per call); the driver uses the engine-bound
+writers of :mod:`pcedge.runtime.writers`, which prepare a frame once and write at any offset. The wrappers validate dtype, shape, contiguity and indices once and raise a clear error (a ValueError)
 before the C++/CUDA code runs, so a bad call can never crash or write half a batch. The C++ side checks
 again and names the argument.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,7 +20,7 @@ from ..preprocess import Geometry, PreprocessSpec, as_hwc_uint8
 FLOAT_TYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
 
-def _cpu_module():
+def cpu_module():
     try:
         from .. import _masking_cpu
     except ImportError as exc:  # pragma: no cover - only when the package was not built
@@ -75,8 +77,39 @@ def write_masked(image: np.ndarray, mask_set: MaskSet, selection: Any, out: np.n
     sel, mode = as_selection(selection, len(mask_set))
     count = sel.size // mode
     _check_out(out, count, tuple(image.shape), image.dtype)
-    _cpu_module().write_masked(image, mask_set.windows, sel, mode, out, num_threads)
+    cpu_module().write_masked(image, mask_set.windows, sel, mode, out, num_threads)
     return out[:count]
+
+
+@dataclass(frozen=True)
+class PreparedFrame:
+    """A validated frame with its geometry worked out once: what every write of it reuses."""
+
+    pixels: Any  # (H, W, C) uint8: a numpy array, or a device array once uploaded
+    resized_h: int
+    resized_w: int
+    top: int
+    left: int
+    channels: tuple[int, ...]
+
+
+def prepare_frame(frame: np.ndarray, spec: PreprocessSpec, frame_order: str = "BGR") -> PreparedFrame:
+    """Validate a camera frame and work out its resize/crop and channel order (bicubic specs are resized here:
+    the kernels sample bilinearly, and on an already resized image that sampling is exact)."""
+    frame = as_hwc_uint8(frame)
+    geo = spec.geometry(frame.shape[0], frame.shape[1])
+    if spec.interpolation == "bicubic":
+        frame = resize_bicubic(frame, geo)
+    channels = tuple(spec.source_channels(frame.shape[2], frame_order))
+    return PreparedFrame(frame, geo.resized_h, geo.resized_w, geo.top, geo.left, channels)
+
+
+def write_prepared(frame: PreparedFrame, spec: PreprocessSpec, windows: np.ndarray, sel: np.ndarray, mode: int, out: np.ndarray,
+                   num_threads: int = 0) -> None:
+    """The C++ frame kernel on a prepared frame: ``out`` must hold exactly the selection's images."""
+    scale, shift = spec.normalization()
+    cpu_module().write_masked_frame(frame.pixels, frame.resized_h, frame.resized_w, frame.top, frame.left, list(frame.channels),
+                                    scale, shift, windows, sel, mode, out, num_threads)
 
 
 def write_masked_frame(
@@ -91,8 +124,7 @@ def write_masked_frame(
 ) -> np.ndarray:
     """Camera frame (uint8 HWC) -> resize, crop, RGB, normalize, N masked copies in ``out[:N]``, one pass.
 
-    The CPU twin of the CUDA frame kernel. Bicubic specs are resized by OpenCV first (the fused
-    kernel samples bilinearly; on an already resized image that sampling is exact).
+    The CPU twin of the CUDA frame kernel.
     """
     if tuple(spec.input_size) != mask_set.image_size:
         raise KernelError(f"the mask set was built for {mask_set.image_size} but the model input is {spec.input_size}")
@@ -104,29 +136,20 @@ def write_frame(frame: np.ndarray, spec: PreprocessSpec, out: np.ndarray, *, cou
     """The undefended model's input: ``count`` unmasked copies of the preprocessed frame in ``out[:count]``."""
     if count < 0:
         raise KernelError(f"count must be >= 0, got {count}")
-    return _write_frame(frame, spec, _NO_WINDOWS, np.zeros(count, np.int32), 0, out, frame_order, 0)
+    return _write_frame(frame, spec, NO_WINDOWS, np.zeros(count, np.int32), 0, out, frame_order, 0)
 
 
-_NO_WINDOWS = np.array([[[0, 0, 1, 1]]], dtype=np.int32)  # never read: unmasked mode gathers no windows
+NO_WINDOWS = np.array([[[0, 0, 1, 1]]], dtype=np.int32)  # never read: unmasked mode gathers no windows
 
 
 def _write_frame(frame, spec: PreprocessSpec, windows: np.ndarray, sel: np.ndarray, mode: int, out, frame_order: str, num_threads: int) -> np.ndarray:
-    frame = as_hwc_uint8(frame)
     count = sel.size // max(mode, 1)
     _check_out(out, count, (3, *spec.input_size), None)
-    geo = spec.geometry(frame.shape[0], frame.shape[1])
-    if spec.interpolation == "bicubic":
-        frame = _resize_bicubic(frame, geo)
-    scale, shift = spec.normalization()
-    channels = spec.source_channels(frame.shape[2], frame_order)
-    _cpu_module().write_masked_frame(
-        frame, geo.resized_h, geo.resized_w, geo.top, geo.left, channels, scale, shift,
-        windows, sel, mode, out, num_threads,
-    )
+    write_prepared(prepare_frame(frame, spec, frame_order), spec, windows, sel, mode, out[:count], num_threads)
     return out[:count]
 
 
-def _resize_bicubic(frame: np.ndarray, geo: Geometry) -> np.ndarray:
+def resize_bicubic(frame: np.ndarray, geo: Geometry) -> np.ndarray:
     """Bicubic resize on the host; the kernel then only crops (scale 1 samples pixels exactly)."""
     import cv2
 
@@ -167,8 +190,8 @@ class CudaMaskWriter:
 
     def write_masked(self, image: Any, selection: Any, out: Any, *, stream: int = 0) -> None:
         """Device twin of :func:`write_masked`: ``image`` (C, H, W) and ``out`` (>= N, C, H, W) on the GPU."""
-        img = _device_array(image, "image", ndim=3)
-        dst = _device_array(out, "out", ndim=4)
+        img = device_array(image, "image", ndim=3)
+        dst = device_array(out, "out", ndim=4)
         if img.dtype != dst.dtype or img.dtype not in FLOAT_TYPES:
             raise KernelError(f"image and out must share a float32/float16 dtype, got {img.dtype} and {dst.dtype}")
         if tuple(img.shape[1:]) != self.mask_set.image_size or tuple(dst.shape[1:]) != tuple(img.shape):
@@ -181,8 +204,8 @@ class CudaMaskWriter:
 
     def write_masked_frame(self, frame: Any, spec: PreprocessSpec, selection: Any, out: Any, *, frame_order: str = "BGR", stream: int = 0) -> None:
         """Device twin of :func:`write_masked_frame`: ``frame`` uint8 (H, W, C) on the GPU (bilinear specs)."""
-        src = _device_array(frame, "frame", ndim=3)
-        dst = _device_array(out, "out", ndim=4)
+        src = device_array(frame, "frame", ndim=3)
+        dst = device_array(out, "out", ndim=4)
         if src.dtype != np.uint8:
             raise KernelError(f"frame must be uint8, got {src.dtype}")
         if spec.interpolation != "bilinear":
@@ -196,11 +219,18 @@ class CudaMaskWriter:
             raise KernelError(f"out holds {dst.shape[0]} images but the selection needs {sel.size // mode}")
         fh, fw, fc = src.shape
         geo = spec.geometry(fh, fw)
+        prepared = PreparedFrame(frame, geo.resized_h, geo.resized_w, geo.top, geo.left, tuple(spec.source_channels(fc, frame_order)))
+        self.write_prepared(prepared, spec, sel, mode, dst.ptr, dst.dtype == np.float16, stream)
+
+    def write_prepared(self, frame: PreparedFrame, spec: PreprocessSpec, sel: np.ndarray, mode: int, out_ptr: int, half: bool,
+                       stream: int = 0) -> None:
+        """The frame kernel on a prepared frame already on the GPU, writing the selection's images at ``out_ptr``."""
+        src = device_array(frame.pixels, "frame", ndim=3)
+        fh, fw, fc = src.shape
         scale, shift = spec.normalization()
         self._impl.write_masked_frame(
-            src.ptr, fh, fw, fc, geo.resized_h, geo.resized_w, geo.top, geo.left,
-            spec.source_channels(fc, frame_order), scale, shift, sel, mode, dst.ptr,
-            int(dst.dtype == np.float16), spec.input_size[0], spec.input_size[1], stream,
+            src.ptr, fh, fw, fc, frame.resized_h, frame.resized_w, frame.top, frame.left, list(frame.channels), scale, shift,
+            sel, mode, out_ptr, int(half), spec.input_size[0], spec.input_size[1], stream,
         )
 
 
@@ -211,7 +241,7 @@ class _DeviceView:
         self.ptr, self.shape, self.dtype = ptr, shape, dtype
 
 
-def _device_array(obj: Any, name: str, ndim: int) -> _DeviceView:
+def device_array(obj: Any, name: str, ndim: int) -> _DeviceView:
     iface = getattr(obj, "__cuda_array_interface__", None)
     if iface is None:
         raise KernelError(f"{name} must be a device array (CuPy, PyTorch CUDA tensor or engine binding)")

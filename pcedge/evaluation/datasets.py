@@ -18,11 +18,11 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from .errors import DatasetError
+from ..errors import DatasetError
+from ..video.uri import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 SUPPORTED = ("an image folder with one subfolder per class (root/<class>/<image>)",
              "MNIST / Fashion-MNIST IDX files (a folder with *-images-idx3-ubyte[.gz] and *-labels-idx1-ubyte[.gz], "
              "or the images file itself)",

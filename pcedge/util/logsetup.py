@@ -3,7 +3,7 @@
 By default: pcedge's own INFO lines (``pcedge: ...``), everyone's warnings, no third-party chatter.
 ``-q``: warnings and errors only, no progress. ``-v``: every library's INFO lines with logger names.
 ``-vv``/``--debug``: debug. Libraries that set up their own loggers when imported (torch does) are put
-back under the policy by :func:`tame`, which ``pcedge._optional.require`` calls after each heavy import.
+back under the policy by :func:`tame`, which ``pcedge.util.optional.require`` calls after each heavy import.
 """
 
 from __future__ import annotations

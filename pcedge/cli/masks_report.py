@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SourceError
-from .masks import MaskSet
+from ..errors import SourceError
+from ..masks import MaskSet
 
 
 def describe_mask_set(ms: MaskSet) -> dict:

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from ._optional import require
-from .errors import ConfigError
-from .masks import MaskSet
-from .preprocess import PreprocessSpec
+from ..errors import ConfigError
+from ..masks import MaskSet
+from ..preprocess import PreprocessSpec
+from ..util.optional import require
 
 OBJECTIVES = ("undefended", "masked", "second-round")
 

@@ -24,12 +24,12 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from .alarm import LEVELS
-from .errors import ConfigError
-from .machine import machine_info, process_memory_mb
-from .progress import progress
-from .runtime.driver import PatchCleanser
-from .runtime.masking import write_frame
+from ..alarm import LEVELS
+from ..errors import ConfigError
+from ..runtime.driver import PatchCleanser
+from ..runtime.kernels import write_frame
+from ..util.machine import machine_info, process_memory_mb
+from ..util.progress import progress
 
 FRAME_SIZE = (720, 1280)
 
@@ -65,7 +65,7 @@ class Row:
 def camera_frames(count: int, size: tuple[int, int] = FRAME_SIZE) -> list[np.ndarray]:
     """Camera-like frames: pan-and-zoom views of scikit-image's photos (smooth synthetic frames without it)."""
     try:
-        from .video.democlip import camera_view, load_photos
+        from .democlip import camera_view, load_photos
 
         photos = list(load_photos().values())
         return [camera_view(photos[i % len(photos)], (i // len(photos)) / max(count // len(photos), 1), size)[0] for i in range(count)]
@@ -78,8 +78,8 @@ def camera_frames(count: int, size: tuple[int, int] = FRAME_SIZE) -> list[np.nda
 def held_out_camera_frames(count: int, size: tuple[int, int] = FRAME_SIZE) -> list[np.ndarray]:
     """Camera-like views of other photos than :func:`camera_frames` (foolbox's ImageNet samples): frames that
     calibration or tuning on ``camera_frames`` has never seen."""
+    from .democlip import camera_view
     from .sample_data import foolbox_samples
-    from .video.democlip import camera_view
 
     photos = [cv2.imread(str(path), cv2.IMREAD_COLOR) for path, _ in foolbox_samples("imagenet")]
     return [camera_view(photos[i % len(photos)], 0.5 * (i // len(photos)) % 1.0, size)[0] for i in range(count)]
@@ -110,7 +110,7 @@ def timed_together(fns: list[Callable[[np.ndarray], Any]], frames: list[np.ndarr
 # ------------------------------------------------------------------------------------------ attacked frames
 def paste_in_frame(frame: np.ndarray, patch_rgb: np.ndarray, model_yx: tuple[int, int], pc: PatchCleanser) -> np.ndarray:
     """Put a model-space patch into the camera frame where the model will see it (within the threat model)."""
-    from .video.democlip import max_patch_side_in_frame, paste
+    from .democlip import max_patch_side_in_frame, paste
 
     geo = pc.spec.geometry(*frame.shape[:2])
     scale = frame.shape[0] / geo.resized_h
@@ -179,13 +179,13 @@ def peak_rss_mb(model: str, backend: str, options: BenchOptions, mode: str) -> f
 # ------------------------------------------------------------------------------------------ the run
 def load_torch_model(source: str | None, model_path: str | Path) -> tuple[Any, str]:
     """(module, why-not): the PyTorch model for the original baseline and the optimized attack."""
-    from ._optional import is_available
-    from .preprocess import read_onnx_metadata
+    from ..runtime.modelfile import read_onnx_metadata
+    from ..util.optional import is_available
 
     if not is_available("torch"):
         return None, "not measured: torch is not installed"
     source = source or read_onnx_metadata(model_path).get("pcedge.source_model")
-    from .export.sources import BUNDLED, load_model
+    from ..export.sources import BUNDLED, load_model
 
     if not source or (":" not in source and source not in BUNDLED):
         return None, "not measured: the PyTorch model is unknown (pass --torch-model)"
@@ -264,8 +264,8 @@ def run_bench(model_path: str | Path, options: BenchOptions, report_line: Callab
 def _original_row(torch_model: Any, pc: PatchCleanser, frames: list[np.ndarray], options: BenchOptions) -> Row:
     import torch
 
-    from .preprocess import preprocess_reference
-    from .runtime.torch_eager import original_double_masking
+    from ..preprocess import preprocess_reference
+    from ..runtime.torch_eager import original_double_masking
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     count = min(len(frames), 8)  # ~K forwards at batch 1 per frame: slow by design
@@ -332,7 +332,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 def plot_latencies(report: dict[str, Any], path: str | Path) -> None:
     """Per-frame latency distribution of every configuration (box p25-p75, whiskers p1-p99)."""
-    from ._optional import require
+    from ..util.optional import require
 
     plt = require("matplotlib.pyplot", "--plot")
     rows = report["results"]

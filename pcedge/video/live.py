@@ -1,0 +1,193 @@
+"""Live sources: cameras, network streams and GStreamer pipelines, read by a capture thread that keeps the newest frame,
+reconnected with backoff after a failure and watched for stalls."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import cv2
+import numpy as np
+
+from ..errors import SourceError
+from .base import Frame, FrameSource, open_capture, to_bgr8
+from .uri import SourceOptions, SourceSpec, opencv_has_gstreamer
+
+log = logging.getLogger("pcedge.video.sources")
+
+
+class LiveSource(FrameSource):
+    """A camera, network stream or GStreamer pipeline, read by a capture thread keeping the newest frame."""
+
+    live = True
+
+    def __init__(self, spec: SourceSpec, options: SourceOptions, *, opener: Callable[[], Any] | None = None) -> None:
+        super().__init__(_describe_live(spec))
+        self.spec, self.options = spec, options
+        self._opener = opener or (lambda: _open_live(spec, options))
+        self._cap = self._opener()  # fail fast: a wrong URL or missing camera is an error, not a retry loop
+        self._fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self._cond = threading.Condition()
+        self._latest: Frame | None = None
+        self._finished = False
+        self._stop = threading.Event()
+        self._last_frame_at = time.monotonic()
+        self._thread = threading.Thread(target=self._capture_loop, name="pcedge-capture", daemon=True)
+        self._thread.start()
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    def __iter__(self) -> Iterator[Frame]:
+        give_up_s = self.options.stall_s + self.options.reconnect_s + self.options.open_timeout_s
+        while True:
+            with self._cond:
+                stalled = False
+                while self._latest is None and not self._finished:
+                    self._cond.wait(timeout=0.1)
+                    waited = time.monotonic() - self._last_frame_at
+                    if waited >= self.options.stall_s and not stalled:
+                        # The watchdog: a backend whose read() blocks forever still gets noticed here.
+                        stalled = True
+                        self.stats.stalls += 1
+                        log.warning("%s: no frame for %.1f s", self.description, waited)
+                    if waited >= give_up_s:
+                        self.stats.error = f"{self.description}: no frame for {waited:.0f} s, giving up"
+                        log.error(self.stats.error)
+                        self._finished = True
+                frame, self._latest = self._latest, None
+                if frame is None:
+                    return
+            yield frame
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.options.open_timeout_s + self.options.stall_s + 1)
+        with self._cond:
+            self._finished = True
+            if self._latest is not None:  # captured but never delivered: a closed source delivers nothing more
+                self.stats.dropped += 1
+                self._latest = None
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ capture thread
+    def _capture_loop(self) -> None:
+        index = 0
+        period = 1.0 / self.options.fps if self.options.fps else 0.0
+        next_due = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                ok, image = self._cap.read() if self._cap is not None else (False, None)
+                if ok and image is not None and image.size:
+                    self._publish(Frame(to_bgr8(image), index, time.time()))
+                    index += 1
+                    if period:  # never faster than the requested rate (a camera would not be either)
+                        next_due = max(next_due + period, time.monotonic() - period)
+                        self._stop.wait(max(0.0, next_due - time.monotonic()))
+                    continue
+                if self._stop.is_set():
+                    break
+                first = self._reconnect()
+                if first is None:
+                    break
+                self._publish(Frame(to_bgr8(first), index, time.time()))
+                index += 1
+        finally:
+            if self._cap is not None:
+                self._cap.release()
+                self._cap = None
+            with self._cond:
+                self._finished = True
+                self._cond.notify_all()
+
+    def _publish(self, frame: Frame) -> None:
+        with self._cond:
+            self.stats.read += 1
+            if self._latest is not None:
+                self.stats.dropped += 1
+            self._latest = frame
+            self._last_frame_at = time.monotonic()
+            self._cond.notify()
+
+    def _reconnect(self) -> np.ndarray | None:
+        """Reopen with backoff for up to reconnect_s and return the first frame; None when the source is given up.
+
+        A reopen counts only when a frame comes out of it: some backends (OpenCV 4.6's FFmpeg on RTSP)
+        "open" a stream whose server is gone and then fail every read, which must not look like a
+        recovery. The outage is recorded as a gap either way.
+        """
+        start_wall, start = time.time(), time.monotonic()
+        log.warning("%s: stream ended, failed or stalled; reconnecting for up to %.0f s", self.description, self.options.reconnect_s)
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+        delay = 0.25
+        while not self._stop.is_set() and time.monotonic() - start < self.options.reconnect_s:
+            try:
+                cap = self._opener()
+            except SourceError as exc:
+                log.debug("reopen failed: %s", exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            ok, image = cap.read()
+            if not ok or image is None or not image.size:
+                log.debug("reopened, but no frame came out")
+                cap.release()
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._cap = cap
+            self.stats.reconnects += 1
+            end = time.time()
+            self.stats.gaps.append({"start": start_wall, "end": end, "seconds": round(end - start_wall, 3)})
+            log.warning("%s: reconnected after %.1f s", self.description, end - start_wall)
+            return image
+        if not self._stop.is_set():
+            self.stats.error = f"{self.description}: lost and not back within {self.options.reconnect_s:.0f} s"
+            self.stats.gaps.append({"start": start_wall, "end": time.time(), "seconds": round(time.time() - start_wall, 3)})
+            log.error(self.stats.error)
+        return None
+
+
+def _describe_live(spec: SourceSpec) -> str:
+    if spec.kind == "camera":
+        return f"camera {spec.location}"
+    if spec.kind == "gstreamer":
+        return f"GStreamer source {spec.uri if not spec.uri.startswith('gst:') else spec.location!r}"
+    return f"stream {spec.uri}"
+
+
+def _open_live(spec: SourceSpec, options: SourceOptions) -> Any:
+    if spec.kind == "camera":
+        return _open_camera(spec.location, options)
+    if spec.kind == "gstreamer":
+        if not opencv_has_gstreamer():
+            raise SourceError(f"{spec.uri}: this OpenCV has no GStreamer support (pip's opencv-python does not; "
+                              "on Jetson use JetPack's python3-opencv, or build OpenCV with -DWITH_GSTREAMER=ON)")
+        return open_capture(spec.location, cv2.CAP_GSTREAMER, options, f"GStreamer pipeline {spec.location!r}")
+    return open_capture(spec.location, cv2.CAP_FFMPEG, options, f"stream {spec.location}")
+
+
+def _open_camera(location: int | str, options: SourceOptions) -> Any:
+    device = f"/dev/video{location}" if isinstance(location, int) else str(location)
+    if os.name == "posix" and Path("/dev").is_dir() and not Path(device).exists():
+        present = sorted(str(p) for p in Path("/dev").glob("video*"))
+        raise SourceError(f"camera {location}: {device} does not exist (cameras present: {', '.join(present) or 'none'})")
+    target = location if isinstance(location, int) else device
+    cap = open_capture(target, cv2.CAP_V4L2, options, f"camera {location} ({device}, V4L2)")
+    if options.codec:
+        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*options.codec))
+    if options.width:
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, options.width)
+    if options.height:
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, options.height)
+    if options.fps:
+        cap.set(cv2.CAP_PROP_FPS, options.fps)
+    cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+    return cap

@@ -98,7 +98,7 @@ def markdown(reports: list[tuple[str, dict]], writer_text: str, seconds: float, 
         opts = report["options"]
         lines += [f"### {title}", "", f"`pcedge bench --model {Path(report['model']).name} --frames {opts['frames']} --warmup {opts['warmup']}"
                   + (f" --torch-model {opts['torch_model']}" if opts["torch_model"] else "") + "` "
-                  f"(1280x720 camera-like frames, patch {opts['patch']}, {opts['masks_per_axis']} masks per axis)", "",
+                  f"(1280x720 camera-like frames, patch {opts['masks']['patch']}, {opts['masks']['masks_per_axis']} masks per axis)", "",
                   "| configuration | backend | mean ms | p50 | p90 | p99 | FPS | peak RSS MB | notes |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
         for r in report["results"]:
             notes = []

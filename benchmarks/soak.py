@@ -27,9 +27,10 @@ from pcedge.errors import PcedgeError, SourceError
 from pcedge.runtime.driver import PatchCleanser
 from pcedge.runtime.ort import OrtEngine
 from pcedge.util.machine import process_memory_mb
+from pcedge.video.base import open_capture
 from pcedge.video.outputs import DISK_CHECK_EVERY, FolderOutput
 from pcedge.video.overlay import draw_overlay
-from pcedge.video.sources import LiveSource, SourceOptions, SourceSpec, _open_capture
+from pcedge.video.sources import LiveSource, SourceOptions, SourceSpec
 
 RSS_GROWTH_BOUND_MB = 64.0
 
@@ -77,7 +78,7 @@ class UnpluggingCamera:
             self.sessions += 1  # the outage is over; count the session so the next outage is `every` later
         else:
             self.sessions += 1
-        return _open_capture(str(self.clip), cv2.CAP_FFMPEG, self.options, f"camera {self.clip}")
+        return open_capture(str(self.clip), cv2.CAP_FFMPEG, self.options, f"camera {self.clip}")
 
 
 def main() -> None:

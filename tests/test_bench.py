@@ -18,6 +18,7 @@ from pcedge.evaluation.bench import (
     ratios,
     run_bench,
 )
+from pcedge.masks import MaskSpec
 from tests.models import export_test_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ def model(tmp_path_factory):
 
 
 def test_bench_measures_every_configuration(model, tmp_path):
-    report = run_bench(model, BenchOptions(frames=4, warmup=1, patch="5", masks_per_axis=3, torch_model="tests.models:RegionClassifier",
+    report = run_bench(model, BenchOptions(frames=4, warmup=1, masks=MaskSpec("5", 3), torch_model="tests.models:RegionClassifier",
                                            attack_rate=0.5), report_line=lambda _: None)
     names = [r["name"] for r in report["results"]]
     assert names[:2] == ["undefended batch 1", "undefended batch 9"]

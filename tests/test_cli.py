@@ -142,3 +142,39 @@ def test_model_without_metadata_runs_with_spec_on_the_command_line(tmp_path):
                 "--image-size", "32", "--json")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["case"] in ("agreed", "disagreer", "majority")
+
+
+def test_a_shared_flag_is_validated_the_same_way_by_every_command_that_takes_it():
+    """The option groups (mask set, preprocessing, engine) are one code path: a bad value is refused with
+    exit 2 and the same message wherever the flag appears (parsed in-process: argparse exits before any work)."""
+    import argparse
+
+    from pcedge.cli import build_parser
+
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    bad = {"--patch": "200%", "--masks-per-axis": "0", "--crop-pct": "2", "--mean": "1,2", "--budget": "-1",
+           "--interpolation": "nearest", "--stride": "x"}
+    checked = 0
+    for flag, value in bad.items():
+        messages = set()
+        for name, sub in subcommands.items():
+            if flag not in sub._option_string_actions:
+                continue
+            action = sub._option_string_actions[flag]
+            try:
+                action.type(value) if action.type else None
+                if action.choices is not None and value not in action.choices:
+                    raise argparse.ArgumentTypeError(f"invalid choice {value!r}")
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                messages.add(str(exc))
+            else:
+                pytest.fail(f"pcedge {name} {flag} {value} was accepted")
+            checked += 1
+        assert len(messages) <= 1, f"{flag} is refused differently by different commands: {messages}"
+    assert checked >= 20
+    existing = __file__  # any existing file passes the --model check, so the flag under test is what is refused
+    for args in (["bench", "--model", existing, "--patch", "200%"], ["quantize", "--model", existing, "--out", "y", "--patch", "200%"],
+                 ["export", "--model", "fashion-cnn", "--out", "y.onnx", "--crop-pct", "2"]):
+        out = pcedge(*args)
+        assert out.returncode == 2 and ("200%" in out.stderr or "(0, 1]" in out.stderr), (args, out.stderr)

@@ -8,6 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcedge.defense import (
+    Decision,
+    DoubleMasking,
+    FullTable,
     certification_pairs,
     contradiction_first_order,
     double_masking,
@@ -235,3 +238,89 @@ def test_soundness_certified_label_survives_any_patch(case):
     decision = double_masking_table(table)
     assert decision.label == true_label
     assert double_masking(np.diagonal(table), lambda i, js: table[i, js], chunk_size=1).label == true_label
+
+
+# ------------------------------------------------------------------------------------ the resumable decision
+def run_state(state: DoubleMasking, table: np.ndarray, asked: list[int] | None = None) -> Decision:
+    """Drive a decision to its end from a full table, recording each request's size."""
+    while not state.done:
+        pairs = state.pending
+        assert len(pairs) >= 1 and pairs.shape[1] == 2
+        if asked is not None:
+            asked.append(len(pairs))
+        state.supply(table[pairs[:, 0], pairs[:, 1]])
+    return state.decision
+
+
+@settings(max_examples=examples(2000))
+@given(label_tables(max_k=16), st.lists(st.integers(1, 20), min_size=1, max_size=20), st.randoms(use_true_random=False),
+       st.one_of(st.none(), st.integers(0, 60)), st.booleans())
+def test_resumable_decision_equals_the_table_decision_for_any_schedule_order_and_budget(table, plan, rng, budget, prefetch):
+    """The state form, under any chunk schedule, ask order, budget and the all-at-once prefetch, decides as the
+    table does (or says "budget"), and counts exactly the labels it asked for."""
+    k = table.shape[0]
+    shuffled = {i: rng.sample([j for j in range(k) if j != i], k - 1) for i in range(k)}
+    expected = double_masking_table(table)
+    asked: list[int] = []
+    state = DoubleMasking(np.diagonal(table), chunk_size=lambda remaining: plan[remaining % len(plan)], budget=budget,
+                          order=lambda i, labels, dis: shuffled[i], prefetch_all=prefetch)
+    d = run_state(state, table, asked)
+    assert d.two_mask_passes == sum(asked)
+    if budget is not None:
+        assert d.two_mask_passes <= budget
+    if d.case == "budget":
+        assert budget is not None and d.label == expected.majority and expected.case != "agreed"
+    else:
+        assert (d.label, d.case, d.disagreers, d.passing_mask) == (expected.label, expected.case, expected.disagreers,
+                                                                   expected.passing_mask)
+    if budget is None or budget >= k * (k - 1) // 2:
+        assert d.case != "budget"  # a budget that holds every pair never cuts the round short
+
+
+@settings(max_examples=examples(500))
+@given(st.lists(label_tables(max_k=12), min_size=1, max_size=8), st.sampled_from([None, 1, 3]), st.integers(1, 40))
+def test_frames_in_lockstep_with_merged_requests_each_get_their_own_decision(tables, chunk, capacity):
+    """N decisions advanced together, each round's requests concatenated into one labelled batch (split into
+    calls of ``capacity`` images, as the driver does), give each frame exactly its own decision."""
+    states = [DoubleMasking(np.diagonal(t), chunk_size=chunk) for t in tables]
+    while not all(s.done for s in states):
+        active = [n for n, s in enumerate(states) if not s.done]
+        owner = np.concatenate([np.full(len(states[n].pending), n) for n in active])
+        pairs = np.concatenate([states[n].pending for n in active])
+        labels = np.empty(len(pairs), np.int64)
+        for start in range(0, len(pairs), capacity):  # calls of at most `capacity` images, frames mixed in a call
+            sl = slice(start, start + capacity)
+            labels[sl] = [tables[o][i, j] for o, (i, j) in zip(owner[sl], pairs[sl])]
+        for n in active:
+            states[n].supply(labels[owner == n])
+    for state, table in zip(states, tables):
+        alone = double_masking(np.diagonal(table), lambda i, js: table[i, js], chunk_size=chunk)
+        assert state.decision == alone
+
+
+def test_resumable_decision_refuses_misuse():
+    table = np.full((4, 4), 1)
+    table[2, 2] = 3
+    state = DoubleMasking(np.diagonal(table))
+    assert not state.done and len(state.pending) == 3
+    with pytest.raises(ConfigError, match="still needs 3 two-mask labels"):
+        state.decision
+    with pytest.raises(ConfigError, match="3 two-mask labels were asked for, 2 supplied"):
+        state.supply([1, 1])
+    state.supply(table[2, [0, 1, 3]])
+    assert state.done and state.decision.case == "majority" and len(state.pending) == 0
+    with pytest.raises(ConfigError, match="already made"):
+        state.supply([])
+    agreed = DoubleMasking([5, 5, 5])
+    assert agreed.done and agreed.decision.case == "agreed"
+
+
+@settings(max_examples=examples(300))
+@given(label_tables(max_k=10))
+def test_full_table_request_rebuilds_the_table(table):
+    k = table.shape[0]
+    computation = FullTable(k)
+    pairs = computation.pending
+    assert len(pairs) == k * (k + 1) // 2
+    computation.supply(table[pairs[:, 0], pairs[:, 1]])
+    assert computation.done and np.array_equal(computation.table, table) and len(computation.pending) == 0

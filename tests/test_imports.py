@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
+
+import pcedge
 
 CODE = """
 import sys, numpy as np
@@ -20,3 +24,57 @@ print(",".join(heavy))
 def test_runtime_imports_stay_light():
     out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"heavy modules imported by the runtime: {out.stdout}"
+
+
+# --------------------------------------------------------------------------------------------- layering
+LAYERS = {  # a module may import from its own layer and the layers below it, never above
+    "core": 0, "util": 0, "runtime": 1, "video": 2, "export": 3, "evaluation": 3, "serve": 3, "cli": 4,
+}
+CORE = {"errors", "masks", "coverage", "defense", "alarm", "preprocess", "result"}
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] in CORE or parts[1].startswith("_masking"):
+        return "core"
+    return parts[1]
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Every pcedge module that ``path`` imports (top-level and inside functions), resolved to absolute names."""
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("pcedge"):
+                found.add(target)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("pcedge"))
+    return found
+
+
+def test_no_module_imports_up_the_layers():
+    """Core and util import nothing above them; the runtime nothing from video, tools or commands; and so on up."""
+    root = Path(pcedge.__file__).parent
+    violations = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root.parent).with_suffix("")
+        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        if module == "pcedge" or module == "pcedge.__main__":
+            continue
+        mine = LAYERS[_layer(module)]
+        for target in _imports(path, module):
+            if target != "pcedge" and LAYERS[_layer(target)] > mine:
+                violations.append(f"{module} imports {target}")
+    assert not violations, "imports up the layers:\n" + "\n".join(violations)
+
+
+def test_no_module_is_too_long_to_read():
+    root = Path(pcedge.__file__).parent
+    long = {str(p.relative_to(root)): n for p in root.rglob("*.py") if (n := len(p.read_text(encoding="utf-8").splitlines())) > 420}
+    assert not long, f"modules over ~400 lines: {long}"

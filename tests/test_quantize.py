@@ -23,7 +23,7 @@ from pcedge.export.quantize import (
     held_out_images,
     quantize_int8,
 )
-from pcedge.masks import create_mask_set
+from pcedge.masks import MaskSpec, create_mask_set
 from pcedge.preprocess import PreprocessSpec
 from pcedge.runtime.driver import PatchCleanser
 from pcedge.runtime.modelfile import read_onnx_metadata, read_spec, saturation_risk
@@ -42,7 +42,7 @@ def calibration_frames():
 @pytest.fixture(scope="module")
 def int8_model(fashion_trained, calibration_frames, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "fashion.int8.onnx"
-    report = quantize_int8(fashion_trained.onnx_path, out, calibration_frames, patch="4", masks_per_axis=4)
+    report = quantize_int8(fashion_trained.onnx_path, out, calibration_frames, masks=MaskSpec("4", 4))
     return out, report
 
 
@@ -57,7 +57,7 @@ def full_8bit_model(fashion_trained, calibration_frames, tmp_path_factory):
     )
 
     spec = read_spec(fashion_trained.onnx_path)
-    images = calibration_images(calibration_frames, spec, patch="4", masks_per_axis=4)
+    images = calibration_images(calibration_frames, spec, masks=MaskSpec("4", 4))
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -127,8 +127,8 @@ def test_int8_model_agrees_with_fp32_on_held_out_images(fashion_trained, int8_mo
     path, report = int8_model
     assert report.agreement >= 0.95 and min(report.one_mask_agreement, report.two_mask_agreement) >= 0.9
     test = load_dataset(FASHION, split="test")
-    with PatchCleanser.from_onnx(fashion_trained.onnx_path, backend="ort", patch="4", masks_per_axis=4) as fp32, \
-            PatchCleanser.from_onnx(path, backend="ort", patch="4", masks_per_axis=4) as int8:
+    with PatchCleanser.from_onnx(fashion_trained.onnx_path, backend="ort", masks=MaskSpec("4", 4)) as fp32, \
+            PatchCleanser.from_onnx(path, backend="ort", masks=MaskSpec("4", 4)) as int8:
         same = [fp32.predict(test.load(i)).label == int8.predict(test.load(i)).label for i in range(100, 160)]
     assert np.mean(same) >= 0.9
 
@@ -138,9 +138,9 @@ def test_below_min_agreement_nothing_is_written_unless_forced(fashion_trained, c
     assert report.agreement < 1.0, "the refusal below needs a model that is not perfect"
     out = tmp_path / "refused.int8.onnx"
     with pytest.raises(AgreementError, match=r"agree on only .*below --min-agreement 1.*Likely cause.*--force"):
-        quantize_int8(fashion_trained.onnx_path, out, calibration_frames, patch="4", masks_per_axis=4, min_agreement=1.0)
+        quantize_int8(fashion_trained.onnx_path, out, calibration_frames, masks=MaskSpec("4", 4), min_agreement=1.0)
     assert not out.exists() and list(tmp_path.iterdir()) == []
-    forced = quantize_int8(fashion_trained.onnx_path, out, calibration_frames, patch="4", masks_per_axis=4, min_agreement=1.0,
+    forced = quantize_int8(fashion_trained.onnx_path, out, calibration_frames, masks=MaskSpec("4", 4), min_agreement=1.0,
                            force=True)
     assert forced.forced and out.exists() and json.loads(read_onnx_metadata(out)["pcedge.quantization"])["forced"]
 
@@ -155,7 +155,7 @@ def test_old_full_8bit_models_are_flagged(full_8bit_model, int8_model):
 def test_calibration_images_include_masked_versions(fashion_trained):
     spec = read_spec(fashion_trained.onnx_path)
     frame = np.full((28, 28), 200, np.uint8)
-    images = calibration_images([frame], spec, patch="4", masks_per_axis=4, per_frame=4)
+    images = calibration_images([frame], spec, masks=MaskSpec("4", 4), per_frame=4)
     zero = np.isclose(images, 0.0).all(axis=1)  # masked pixels are 0 after normalization in every channel
     assert not zero[0].any() and all(zero[i].any() for i in range(1, 4))
     one, two = held_out_images([frame], spec, create_mask_set((28, 28), "4", masks_per_axis=4))
@@ -167,9 +167,9 @@ def test_calibration_images_include_masked_versions(fashion_trained):
 def test_quantize_refuses_what_it_cannot_do(fashion_trained, int8_model, tmp_path):
     frames = [np.zeros((28, 28), np.uint8)] * 4
     with pytest.raises(ConfigError, match="already quantized"):
-        quantize_int8(int8_model[0], tmp_path / "twice.onnx", frames, patch="4", masks_per_axis=4)
+        quantize_int8(int8_model[0], tmp_path / "twice.onnx", frames, masks=MaskSpec("4", 4))
     with pytest.raises(ConfigError, match="one held-out frame"):
-        quantize_int8(fashion_trained.onnx_path, tmp_path / "one.onnx", frames[:1], patch="4", masks_per_axis=4)
+        quantize_int8(fashion_trained.onnx_path, tmp_path / "one.onnx", frames[:1], masks=MaskSpec("4", 4))
     with pytest.raises(ConfigError, match="--scheme 'u8s8'"):
         quantize_int8(fashion_trained.onnx_path, tmp_path / "x.onnx", frames, scheme="u8s8")
     with pytest.raises(ConfigError, match="--min-agreement 95"):
@@ -225,7 +225,7 @@ def test_certificates_of_an_int8_model_name_its_scheme_and_the_cpu(int8_model, t
     from pcedge.evaluation.certification import build_report, certify
 
     test = load_dataset(FASHION, split="test")
-    with PatchCleanser.from_onnx(int8_model[0], backend="ort", patch="4", masks_per_axis=4) as pc:
+    with PatchCleanser.from_onnx(int8_model[0], backend="ort", masks=MaskSpec("4", 4)) as pc:
         tables = certify(pc, test, positions=np.arange(3), progress=False, model_path=int8_model[0])
     pipeline = build_report(tables, test)["pipeline"]
     assert pipeline["precision"] == "int8 u8s7" and pipeline["cpu_features"] == cpu_features()

@@ -39,7 +39,7 @@ from ..runtime.modelfile import read_onnx_metadata
 from ..util.progress import progress, ticking
 from ..video import RunOptions, SourceOptions, run
 from ..video.framelog import format_summary
-from .masks_report import describe_mask_set, draw_mask_set
+from .masks import describe_mask_set, draw_mask_set
 
 CLIP_SIZE, CLIP_FPS, SECONDS_PER_PHOTO = (360, 640), 12, 1.5
 PATCHED_PHOTO, PATCH_ANCHOR = "coffee", (0.5, 0.5)  # the photo that gets the patch, and where (x, y fractions)

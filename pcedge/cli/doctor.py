@@ -9,7 +9,9 @@ Imports that can fail hard run in a child process, so the report always comes ou
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import json
 import platform
 import shutil
 import subprocess
@@ -18,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ..util.optional import HINTS, is_available, numpy_abi_problem
+from .options import Formatter
 
 
 def _check(name: str, ok: bool, detail: str, fix: str = "") -> dict:
@@ -193,3 +196,22 @@ def run_doctor() -> dict:
     checks += check_opencv()
     checks.append(_check("torch (export only)", is_available("torch"), "needed by pcedge export / finetune only", HINTS["torch"]))
     return {"checks": checks}
+
+
+def run(args: argparse.Namespace) -> int:
+    report = run_doctor()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for row in report["checks"]:
+            print(f"{'ok ' if row['ok'] else '-- '} {row['name']:26s} {row['detail']}")
+            if not row["ok"] and row.get("fix"):
+                print(f"    fix: {row['fix']}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("doctor", help="what this machine can run (GPU, TensorRT, ORT providers, kernels, video)",
+                       formatter_class=Formatter, epilog="example:\n  pcedge doctor")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=run)

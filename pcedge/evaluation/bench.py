@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,8 +26,8 @@ import numpy as np
 
 from ..alarm import LEVELS
 from ..errors import ConfigError
+from ..masks import MaskSpec
 from ..runtime.driver import PatchCleanser
-from ..runtime.kernels import write_frame
 from ..util.machine import machine_info, process_memory_mb
 from ..util.progress import progress
 
@@ -38,8 +38,7 @@ FRAME_SIZE = (720, 1280)
 class BenchOptions:
     frames: int = 20
     warmup: int = 3
-    patch: str = "2%"
-    masks_per_axis: int = 6
+    masks: MaskSpec = MaskSpec()
     backends: tuple[str, ...] = ("auto",)
     torch_model: str | None = None  # a model source (pcedge export's --model syntax) for the original baseline and the attack
     attack_rate: float = 0.0  # > 0: also a mixed stream where this fraction of frames is attacked
@@ -153,16 +152,15 @@ def _coarse_positions(size: tuple[int, int], patch: tuple[int, int]) -> list[tup
 
 
 # ------------------------------------------------------------------------------------------ peak RSS
-def _rss_child(model: str, backend: str, patch: str, masks_per_axis: int, mode: str, frames: int, queue: Any) -> None:
+def _rss_child(model: str, backend: str, masks: MaskSpec, mode: str, frames: int, queue: Any) -> None:
     """Runs in a fresh process: load one runtime, run frames, report the peak RSS in MB."""
-    pc = PatchCleanser.from_onnx(model, backend=backend, patch=patch, masks_per_axis=masks_per_axis)
+    pc = PatchCleanser.from_onnx(model, backend=backend, masks=masks)
     k = len(pc.mask_set)
     for frame in camera_frames(frames):
         if mode == "defended":
             pc.predict(frame)
         else:
-            write_frame(frame, pc.spec, pc.engine.full_buffer(), count=k)
-            pc.engine.infer(k)
+            pc.undefended_labels(frame, k)
     pc.close()
     queue.put(process_memory_mb("VmHWM"))
 
@@ -170,7 +168,7 @@ def _rss_child(model: str, backend: str, patch: str, masks_per_axis: int, mode: 
 def peak_rss_mb(model: str, backend: str, options: BenchOptions, mode: str) -> float | None:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_rss_child, args=(model, backend, options.patch, options.masks_per_axis, mode, 5, queue))
+    proc = ctx.Process(target=_rss_child, args=(model, backend, options.masks, mode, 5, queue))
     proc.start()
     proc.join(timeout=600)
     return round(queue.get(timeout=5), 1) if proc.exitcode == 0 else None
@@ -204,27 +202,18 @@ def run_bench(model_path: str | Path, options: BenchOptions, report_line: Callab
         notes.append(f"original PyTorch baseline and optimized patch: {why_no_torch}")
     baseline_backend = None
     for backend in options.backends:
-        with PatchCleanser.from_onnx(model_path, backend=backend, patch=options.patch, masks_per_axis=options.masks_per_axis) as pc:
+        with PatchCleanser.from_onnx(model_path, backend=backend, masks=options.masks) as pc:
             name, k = pc.engine.describe(), len(pc.mask_set)
             report_line(f"# {name}: K={k}, {len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]}; second round: "
                         f"{pc.schedule}")
             if pc.latency_curve is not None:
                 curves[name] = {**pc.latency_curve.as_dict(), "schedule": pc.schedule}
-            buffer = pc.engine.full_buffer()
-            if pc.engine.device == "cpu":
-                def undefended(frame: np.ndarray, n: int) -> Any:
-                    write_frame(frame, pc.spec, buffer, count=n)
-                    return pc.engine.infer(n)
-
-                # the undefended rows and the defended clean row are timed interleaved: their ratios are the goals
-                (batch_1, _), (batch_k, _), clean = timed_together(
-                    [lambda f: undefended(f, 1), lambda f: undefended(f, k), pc.predict], frames, options.warmup,
-                    f"undefended batch 1 and {k}, defended")
-                rows.append(Row("undefended batch 1", name, batch_1))
-                rows.append(Row(f"undefended batch {k}", name, batch_k))
-            else:
-                notes.append(f"{name}: undefended rows are measured on CPU engines only (the GPU path is in benchmarks/gpu_torch.py)")
-                clean = timed(pc.predict, frames, options.warmup, "defended, clean")
+            # the undefended rows and the defended clean row are timed interleaved: their ratios are the goals
+            (batch_1, _), (batch_k, _), clean = timed_together(
+                [lambda f: pc.undefended_labels(f, 1), lambda f: pc.undefended_labels(f, k), pc.predict], frames, options.warmup,
+                f"undefended batch 1 and {k}, defended")
+            rows.append(Row("undefended batch 1", name, batch_1))
+            rows.append(Row(f"undefended batch {k}", name, batch_k))
             for label, stream in [("clean", frames), ("pasted patch", pasted_frames(frames, pc))] + (
                     [("optimized patch", optimized_frames(frames, pc, torch_model, min(len(frames), 4)))]
                     if torch_model is not None and options.optimize_patch else []):
@@ -257,7 +246,7 @@ def run_bench(model_path: str | Path, options: BenchOptions, report_line: Callab
                     if row.backend == name and row.name == "defended, clean":
                         row.extra["peak_rss_mb"] = peak_rss_mb(str(model_path), backend, options, "defended")
     results = [r.summary() for r in rows]
-    return {"machine": machine_info(), "model": str(model_path), "options": {k: v for k, v in vars(options).items()},
+    return {"machine": machine_info(), "model": str(model_path), "options": asdict(options),
             "results": results, "ratios": ratios(results), "latency_curves": curves, "notes": notes}
 
 

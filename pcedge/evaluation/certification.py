@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -64,6 +65,17 @@ class Tables:
     @classmethod
     def empty(cls, k: int, meta: dict[str, Any]) -> "Tables":
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, k, k), np.int16), meta)
+
+
+CERTIFY_BATCH = 256
+"""At most this many masked images per engine call when certifying: large batches, bounded memory."""
+
+
+def certification_batch(num_masks: int) -> int:
+    """The engine batch for certifying with K masks: K(K+1)/2 images per image in equal calls of at most
+    :data:`CERTIFY_BATCH` (none tiny), and never below K (the one-mask round)."""
+    pairs = num_masks * (num_masks + 1) // 2
+    return max(math.ceil(pairs / math.ceil(pairs / CERTIFY_BATCH)), num_masks)
 
 
 def pipeline_identity(model: PatchCleanser, metadata: dict[str, str]) -> dict[str, Any]:

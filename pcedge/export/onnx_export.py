@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ExportError, PcedgeError
-from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec
+from ..preprocess import PreprocessSpec, resolve_spec
 from ..runtime.modelfile import file_sha256, stamp_metadata
 from ..util.files import writing
 from ..util.optional import is_available, require
@@ -62,11 +62,12 @@ def export_onnx(
     model: Any,
     path: str | Path,
     *,
-    image_size: int | Sequence[int],
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    crop_pct: float = 0.875,
-    interpolation: str = "bilinear",
+    spec: PreprocessSpec | None = None,
+    image_size: int | Sequence[int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    crop_pct: float | None = None,
+    interpolation: str | None = None,
     labels: Sequence[str] | None = None,
     argmax: bool = True,
     opset: int | None = None,
@@ -75,15 +76,22 @@ def export_onnx(
     source_name: str = "",
     tolerance: float = 1e-3,
 ) -> ExportReport:
-    """Export ``model`` (an ``nn.Module`` mapping [N, 3, H, W] float to [N, classes]) to one ONNX file."""
+    """Export ``model`` (an ``nn.Module`` mapping [N, 3, H, W] float to [N, classes]) to one ONNX file.
+
+    The preprocessing recorded is ``spec`` with the explicit ``image_size``/``mean``/``std``/``crop_pct``/
+    ``interpolation`` over it (:func:`pcedge.preprocess.resolve_spec`; unset fields: PreprocessSpec's defaults).
+    """
     torch = require("torch", "export")
     require("onnx", "export checks")
     if exporter not in EXPORTERS:
         raise ExportError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     if not isinstance(model, torch.nn.Module):
         raise ExportError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    spec = PreprocessSpec(input_size=image_size, crop_pct=crop_pct, interpolation=interpolation, mean=tuple(mean),
-                          std=tuple(std), class_names=tuple(labels or ()))
+    explicit = {"input_size": image_size, "mean": mean, "std": std, "crop_pct": crop_pct, "interpolation": interpolation,
+                "class_names": tuple(labels) if labels is not None else None}
+    if spec is None and image_size is None:
+        raise ExportError("export_onnx needs the model's input size: pass spec= or image_size=")
+    spec = resolve_spec(explicit, None, defaults=spec)
     model = model.eval()
     sample = torch.randn(2, 3, *spec.input_size, generator=torch.Generator().manual_seed(0))
     num_classes = _check_model_output(model, sample, spec)

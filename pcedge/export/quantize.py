@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError, EngineError, PcedgeError
-from ..masks import MaskSet, create_mask_set
+from ..masks import MaskSet, MaskSpec
 from ..preprocess import METADATA_KEY, PreprocessSpec
 from ..runtime.kernels import write_frame, write_masked_frame
 from ..runtime.modelfile import INT8_SCHEMES, read_onnx_metadata, stamp_metadata
@@ -79,12 +79,12 @@ class QuantizeReport:
                 f"two-mask {100 * self.two_mask_agreement:.1f}%)")
 
 
-def calibration_images(frames: Sequence[np.ndarray], spec: PreprocessSpec, *, patch: str = "2%", masks_per_axis: int = 6,
+def calibration_images(frames: Sequence[np.ndarray], spec: PreprocessSpec, *, masks: MaskSpec = MaskSpec(),
                        per_frame: int = 4, seed: int = 0) -> np.ndarray:
     """(N, 3, H, W) float32 model inputs: each frame whole plus ``per_frame - 1`` random one/two-mask versions."""
     if not frames:
         raise ConfigError("calibration needs at least one frame")
-    mask_set = create_mask_set(spec.input_size, patch, masks_per_axis=masks_per_axis)
+    mask_set = masks.build(spec.input_size)
     rng = np.random.default_rng(seed)
     out = np.empty((len(frames) * per_frame, 3, *spec.input_size), np.float32)
     for n, frame in enumerate(frames):
@@ -117,7 +117,7 @@ def held_out_images(frames: Sequence[np.ndarray], spec: PreprocessSpec, mask_set
 
 def quantize_int8(model_path: str | Path, out_path: str | Path, frames: Sequence[np.ndarray], *,
                   held_out_frames: Sequence[np.ndarray] | None = None, scheme: str = "u8s7", per_channel: bool = True,
-                  patch: str = "2%", masks_per_axis: int = 6, min_agreement: float = DEFAULT_MIN_AGREEMENT, force: bool = False,
+                  masks: MaskSpec = MaskSpec(), min_agreement: float = DEFAULT_MIN_AGREEMENT, force: bool = False,
                   progress: Any = None) -> QuantizeReport:
     """Write an INT8 copy of a pcedge ONNX model, calibrated on ``frames`` (BGR uint8 camera frames).
 
@@ -154,9 +154,9 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, frames: Sequence
     if "pcedge.quantization" in metadata:
         raise ConfigError(f"{model_path} is already quantized; quantize the FP32 model it came from")
     spec = PreprocessSpec.from_metadata(metadata)
-    mask_set = create_mask_set(spec.input_size, patch, masks_per_axis=masks_per_axis)
+    mask_set = masks.build(spec.input_size)
     step(f"preparing {len(frames)} calibration and {len(held_out_frames)} held-out frames")
-    images = calibration_images(frames, spec, patch=patch, masks_per_axis=masks_per_axis)
+    images = calibration_images(frames, spec, masks=masks)
     one_mask, two_mask = held_out_images(held_out_frames, spec, mask_set)
 
     class Reader(CalibrationDataReader):

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import ExportError
 from ..evaluation.datasets import FASHION_MNIST_CLASSES
+from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, resolve_spec
 from ..util.optional import require
 
 log = logging.getLogger("pcedge.export")
@@ -29,6 +30,14 @@ class LoadedModel:
     module: Any
     name: str
     defaults: dict[str, Any] = field(default_factory=dict)  # image_size, mean, std, crop_pct, interpolation, labels
+
+    def preprocessing(self, overrides: dict | None = None) -> PreprocessSpec:
+        """This model's preprocessing: ``overrides`` (PreprocessSpec fields; None = not given), then the model's
+        own defaults, then PreprocessSpec's (ImageNet's), by the one precedence rule :func:`resolve_spec`."""
+        d = self.defaults
+        own = {"input_size": d.get("image_size"), "mean": d.get("mean"), "std": d.get("std"), "crop_pct": d.get("crop_pct"),
+               "interpolation": d.get("interpolation"), "class_names": d.get("labels")}
+        return resolve_spec(overrides or {}, None, defaults=PreprocessSpec(**{k: v for k, v in own.items() if v is not None}))
 
 
 def imagenet_class_names() -> list[str]:
@@ -147,9 +156,9 @@ def _load_timm(name: str) -> LoadedModel:
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     defaults = {
         "image_size": tuple(cfg.get("input_size", (3, 224, 224))[1:]),
-        "mean": tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
-        "std": tuple(cfg.get("std", (0.229, 0.224, 0.225))),
-        "crop_pct": float(cfg.get("crop_pct", 0.875)),
+        "mean": tuple(cfg.get("mean", IMAGENET_MEAN)),
+        "std": tuple(cfg.get("std", IMAGENET_STD)),
+        "crop_pct": float(cfg.get("crop_pct", PreprocessSpec.crop_pct)),
         "interpolation": cfg.get("interpolation", "bilinear") if cfg.get("interpolation") in ("bilinear", "bicubic") else "bilinear",
     }
     return LoadedModel(model, f"timm:{name}", defaults)

@@ -16,7 +16,9 @@ from .base import Engine
 
 log = logging.getLogger("pcedge.backends")
 
-BACKENDS = ("auto", "tensorrt", "ort-trt", "ort-cuda", "ort", "torch")
+MODEL_FILE_BACKENDS = ("auto", "tensorrt", "ort-trt", "ort-cuda", "ort")
+"""The backends that run an ONNX file (what ``--backend`` offers)."""
+BACKENDS = (*MODEL_FILE_BACKENDS, "torch")
 AUTO_ORDER = ("tensorrt", "ort-cuda", "ort")
 
 

@@ -27,7 +27,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from ..defense import (
     index_order,
 )
 from ..errors import ConfigError, EngineError, PcedgeError
-from ..masks import MaskSet, create_mask_set
+from ..masks import MaskSet, MaskSpec
 from ..preprocess import PreprocessSpec, resolve_spec
 from ..result import Result
 from .base import Engine
@@ -122,9 +122,14 @@ class PatchCleanser:
     # ------------------------------------------------------------------------------- construction
     @classmethod
     def from_onnx(cls, path: str | Path, *, backend: str = "auto", patch: str = "2%", masks_per_axis: int | None = 6,
-                  stride: int | None = None, two_patches: bool = False, mask_size: int | None = None, max_batch: int | None = None,
-                  spec_overrides: dict | None = None, **kwargs: Any) -> "PatchCleanser":
-        """Engine, spec (from the model's metadata) and mask set in one call."""
+                  stride: int | None = None, two_patches: bool = False, mask_size: int | None = None, masks: MaskSpec | None = None,
+                  max_batch: int | Callable[[int], int] | None = None, spec_overrides: dict | None = None, **kwargs: Any) -> "PatchCleanser":
+        """Engine, spec (from the model's metadata) and mask set in one call.
+
+        The threat model is given by ``patch``, ``masks_per_axis``, ``stride``, ``two_patches`` and ``mask_size``,
+        or as one :class:`pcedge.masks.MaskSpec` (``masks``). ``max_batch`` is the engine's batch capacity, or a
+        function of K that returns it (default: K, or K(K-1) for the "all" schedule).
+        """
         from .backends import create_engine
 
         metadata = read_onnx_metadata(path)
@@ -132,10 +137,11 @@ class PatchCleanser:
         if risk:
             log.warning("%s: %s", Path(path).name, risk)
         spec = resolve_spec(spec_overrides or {}, metadata)
-        mask_set = create_mask_set(spec.input_size, patch, masks_per_axis=masks_per_axis, stride=stride, two_patches=two_patches,
-                                   mask_size=mask_size)
+        masks = masks or MaskSpec(patch, masks_per_axis, stride, two_patches, mask_size)
+        mask_set = masks.build(spec.input_size)
         k = len(mask_set)
-        batch = max_batch or (k * (k - 1) if kwargs.get("second_round") == "all" else k)
+        batch = max_batch(k) if callable(max_batch) else max_batch
+        batch = batch or (k * (k - 1) if kwargs.get("second_round") == "all" else k)
         engine = create_engine(path, backend, num_masks=k, max_batch=max(batch, k))
         return cls(engine, mask_set, spec, **kwargs)
 

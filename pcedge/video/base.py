@@ -33,12 +33,25 @@ class SourceStats:
     unreadable: list[str] = field(default_factory=list)  # image files OpenCV could not decode
     reconnects: int = 0
     stalls: int = 0
-    gaps: list[dict[str, float]] = field(default_factory=list)  # {"start", "end", "seconds"} per outage
+    gaps: list[dict[str, float]] = field(default_factory=list)  # {"start", "end", "seconds"}: the newest KEPT_GAPS outages
+    gap_count: int = 0  # every outage since the start (the frame log has each one as an event line)
     error: str = ""  # why a live source was given up
+
+    KEPT_GAPS = 100  # a camera that drops out every hour for weeks must not grow the summary without bound
+
+    def add_gap(self, start: float, end: float) -> None:
+        self.gaps.append({"start": start, "end": end, "seconds": round(end - start, 3)})
+        del self.gaps[: -self.KEPT_GAPS]
+        self.gap_count += 1
+
+    def gaps_since(self, seen: int) -> list[dict[str, float]]:
+        """The outages after the first ``seen`` (those still kept)."""
+        new = self.gap_count - seen
+        return self.gaps[-new:] if new > 0 else []
 
     def as_dict(self) -> dict[str, Any]:
         return {"read": self.read, "dropped": self.dropped, "unreadable": list(self.unreadable),
-                "reconnects": self.reconnects, "stalls": self.stalls, "gaps": list(self.gaps), "error": self.error}
+                "reconnects": self.reconnects, "stalls": self.stalls, "gaps": list(self.gaps), "gap_count": self.gap_count, "error": self.error}
 
 
 class FrameSource:

@@ -13,10 +13,9 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
-
 from ..alarm import LEVELS
 from ..result import Result
+from ..util.latency_stats import LatencyStats
 
 
 class FrameLog:
@@ -28,7 +27,7 @@ class FrameLog:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "w", encoding="utf-8")
-        self.latencies: list[float] = []
+        self.latency = LatencyStats()  # constant memory, whatever the run's length
         self.cases: Counter[str] = Counter()
         self.levels: Counter[str] = Counter()
         self.passes = 0
@@ -53,7 +52,7 @@ class FrameLog:
         now = time.time()
         self._first = now if self._first is None else self._first
         self._last = now
-        self.latencies.append(result.timings_ms["total"])
+        self.latency.add(result.timings_ms["total"])
         self.cases[result.case] += 1
         self.levels[result.level] += 1
         self.passes += result.two_mask_passes
@@ -62,8 +61,7 @@ class FrameLog:
 
     def status_text(self, fps: float, alarm_active: bool) -> str:
         """One line for the live status: FPS, latency p50 over the last 100 frames, level counts, alarm."""
-        recent = self.latencies[-100:]
-        p50 = float(np.median(recent)) if recent else 0.0
+        p50 = self.latency.recent_median()
         levels = " ".join(f"{level} {self.levels.get(level, 0)}" for level in LEVELS)
         return f"{fps:.1f} FPS, p50 {p50:.0f} ms, {levels}" + (", PATCH ALARM" if alarm_active else ", no alarm")
 
@@ -71,16 +69,16 @@ class FrameLog:
         self._emit({"event": kind, **fields})
 
     def summary(self, **extra: Any) -> dict[str, Any]:
-        """Frames, latency percentiles (ms), FPS over the processing span, alarm levels, cases."""
-        lat = np.asarray(self.latencies, dtype=np.float64)
-        frames = int(lat.size)
+        """Frames, latency mean and percentiles (ms; percentiles within 1%, see :mod:`pcedge.util.latency_stats`), FPS over the processing span, alarm levels, cases."""
+        lat = self.latency
+        frames = lat.count
         span = (self._last - self._first) if frames > 1 and self._first is not None and self._last is not None else 0.0
         out: dict[str, Any] = {
             "frames": frames,
-            "mean_ms": round(float(lat.mean()), 3) if frames else None,
-            "p50_ms": round(float(np.percentile(lat, 50)), 3) if frames else None,
-            "p90_ms": round(float(np.percentile(lat, 90)), 3) if frames else None,
-            "p99_ms": round(float(np.percentile(lat, 99)), 3) if frames else None,
+            "mean_ms": _rounded(lat.mean),
+            "p50_ms": _rounded(lat.percentile(50)),
+            "p90_ms": _rounded(lat.percentile(90)),
+            "p99_ms": _rounded(lat.percentile(99)),
             "fps": round((frames - 1) / span, 3) if span > 0 else None,
             "levels": {level: self.levels.get(level, 0) for level in LEVELS},
             "patch_rate": round(self.levels.get("patch", 0) / frames, 4) if frames else None,
@@ -102,6 +100,10 @@ class FrameLog:
         if self._file is not None:
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -145,12 +145,12 @@ class LiveSource(FrameSource):
             self._cap = cap
             self.stats.reconnects += 1
             end = time.time()
-            self.stats.gaps.append({"start": start_wall, "end": end, "seconds": round(end - start_wall, 3)})
+            self.stats.add_gap(start_wall, end)
             log.warning("%s: reconnected after %.1f s", self.description, end - start_wall)
             return image
         if not self._stop.is_set():
             self.stats.error = f"{self.description}: lost and not back within {self.options.reconnect_s:.0f} s"
-            self.stats.gaps.append({"start": start_wall, "end": time.time(), "seconds": round(time.time() - start_wall, 3)})
+            self.stats.add_gap(start_wall, time.time())
             log.error(self.stats.error)
         return None
 

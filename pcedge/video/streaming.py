@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -103,16 +104,16 @@ def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, ru
         log.info("source: %s; output: %s", source.description, output.description)
         total = source.length if not run_options.max_frames else min(source.length or run_options.max_frames, run_options.max_frames)
         status = progress(total=total, desc="defended frames", unit="frame", enabled=run_options.progress)
-        window: list[float] = []
+        window: deque[float] = deque(maxlen=30)
         for result, frame in stream(source, model, fps_limit=run_options.fps_limit, stop=stop, alarm=alarm):
             undefended = model.predict_undefended(frame.image) if run_options.show_undefended else None
-            for gap in source.stats.gaps[gaps_logged:]:
+            for gap in source.stats.gaps_since(gaps_logged):
                 framelog.event("gap", **gap)
-            gaps_logged = len(source.stats.gaps)
+            gaps_logged = source.stats.gap_count
             framelog.frame(frame.index, frame.captured_at, result, dropped=source.stats.dropped, name=frame.name,
                            undefended=undefended)
             _report_alarm_change(framelog, frame.index, result)
-            window = (window + [time.monotonic()])[-30:]
+            window.append(time.monotonic())
             fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 and window[-1] > window[0] else 0.0
             status.set_postfix_str(framelog.status_text(fps, alarm.active), refresh=False)
             status.update(1)
@@ -122,7 +123,7 @@ def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, ru
                                           mask_set=model.mask_set if run_options.show_masks else None, spec=model.spec))
             if isinstance(output, DisplayOutput) and output.quit_requested:
                 break
-            if run_options.max_frames and len(framelog.latencies) >= run_options.max_frames:
+            if run_options.max_frames and framelog.latency.count >= run_options.max_frames:
                 break
     except BaseException:
         framelog.close()  # every processed frame is already flushed to the log
@@ -133,7 +134,7 @@ def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, ru
         source.close()
         if output is not None:
             output.close()
-    for gap in source.stats.gaps[gaps_logged:]:  # an outage after the last frame (a source given up)
+    for gap in source.stats.gaps_since(gaps_logged):  # an outage after the last frame (a source given up)
         framelog.event("gap", **gap)
     summary = framelog.summary(source=source.stats.as_dict(), engine=model.engine.describe(), schedule=model.schedule,
                                masks=len(model.mask_set), threat=model.mask_set.threat.describe(),

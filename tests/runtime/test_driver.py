@@ -224,3 +224,40 @@ def test_auto_falls_back_to_ort_cpu_and_says_so(onnx_models, caplog):
             assert "CPUExecutionProvider" in engine.describe()
     finally:
         engine.deactivate()
+
+
+@pytest.mark.parametrize("second_round", ["auto", "per-disagreer", "all"])
+def test_a_batched_step_gives_every_frame_exactly_its_own_result(onnx_models, second_round):
+    """Several frames in one step (one-mask images sharing calls, second rounds merged) = each frame alone."""
+    k = 9
+    with PatchCleanser.from_onnx(onnx_models["region"], backend="ort", patch="5", masks_per_axis=3, second_round=second_round,
+                                 max_batch=4 * k + 5) as pc:
+        assert pc.max_frames_per_step == 4
+        shots = frames(24, seed=3)
+        alone = [pc.predict(frame) for frame in shots]
+        batched = [r for start in range(0, len(shots), 4) for r in pc.predict_batch(shots[start : start + 4])]
+        for a, b in zip(alone, batched):
+            assert (b.label, b.case, b.disagreers, b.level, b.passing_mask, b.one_mask_labels, b.two_mask_passes) == (
+                a.label, a.case, a.disagreers, a.level, a.passing_mask, a.one_mask_labels, a.two_mask_passes)
+        assert {r.case for r in batched} >= {"majority", "disagreer"}, "the steps must exercise both second-round outcomes"
+        step = pc.predict_batch(shots[:4])
+        assert step[0].batch_sizes[0] == 4 * k and all(s <= 4 * k + 5 for r in step for s in r.batch_sizes), \
+            "the first round packs the frames' one-mask images into full calls"
+        with pytest.raises(ConfigError, match="a step takes 1 to 4 frames"):
+            pc.predict_batch(shots[:5])
+
+
+def test_label_tables_of_several_images_equal_one_at_a_time(onnx_models):
+    with PatchCleanser.from_onnx(onnx_models["region"], backend="ort", patch="5", masks_per_axis=3, max_batch=64) as pc:
+        shots = frames(5, seed=4)
+        for table, frame in zip(pc.label_tables(shots), shots):
+            np.testing.assert_array_equal(table, pc.label_table(frame))
+
+
+def test_undefended_labels_are_the_plain_models(onnx_models):
+    with PatchCleanser.from_onnx(onnx_models["cnn"], backend="ort", patch="5", masks_per_axis=3) as pc:
+        for frame in frames(6, seed=5):
+            plain = pc.undefended_labels(frame, 9)
+            expected = OrtEngine(onnx_models["cnn"], backend="ort", max_batch=1).activate()
+            expected.input_buffer(1)[:] = preprocess_reference(frame, pc.spec)[None]
+            assert (plain == expected.infer(1)[0]).all() and pc.predict_undefended(frame) == plain[0]

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from pcedge.video import SourceOptions, open_source
-from pcedge.video.sources import (
+from pcedge.video.uri import (
     JETSON_ONLY_ELEMENTS,
     csi_pipeline,
     opencv_has_gstreamer,

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from pcedge.errors import ConfigError, SourceError
+from pcedge.video.base import open_capture
 from pcedge.video.sources import (
     LiveSource,
     SourceOptions,
     SourceSpec,
-    _open_capture,
     open_source,
-    opencv_has_gstreamer,
     parse_source,
 )
+from pcedge.video.uri import opencv_has_gstreamer
 from tests.video.clips import numbered_frame, read_index, write_numbered_clip
 
 
@@ -141,7 +141,7 @@ def test_source_options_are_validated():
 # ------------------------------------------------------------------------------------------ live capture thread
 def _file_camera(clip, options):
     """A real OpenCV capture of a file, used as a camera that delivers frames as fast as it can."""
-    return lambda: _open_capture(str(clip), cv2.CAP_FFMPEG, options, f"test camera {clip}")
+    return lambda: open_capture(str(clip), cv2.CAP_FFMPEG, options, f"test camera {clip}")
 
 
 def test_live_source_keeps_only_the_newest_frame(clip):
@@ -204,7 +204,7 @@ def test_watchdog_notices_a_stalled_source(clip):
         """A real capture whose read() hangs after the first frame, like a frozen camera driver."""
 
         def __init__(self):
-            self.cap = _open_capture(str(clip), cv2.CAP_FFMPEG, SourceOptions(), "clip")
+            self.cap = open_capture(str(clip), cv2.CAP_FFMPEG, SourceOptions(), "clip")
             self.calls = 0
 
         def read(self):

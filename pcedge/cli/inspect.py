@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from ..errors import EngineError
 from ..preprocess import METADATA_KEY
 from ..util.optional import is_available
+from .options import Formatter, model_file
 
 JSON_KEYS = (METADATA_KEY, "pcedge.quantization", "pcedge.outputs", "pcedge.num_classes")
 """Metadata entries stored as JSON text; ``--json`` shows them as JSON values, not strings inside strings."""
@@ -61,3 +63,20 @@ def inspect_onnx(path: str | Path) -> dict:
     lines += [f"  latency per batch on this machine, {ident.get('engine')}: {curve.describe()}" for ident, curve in curves]
     info["text"] = "\n".join(lines)
     return info
+
+
+def run(args: argparse.Namespace) -> int:
+    info = inspect_onnx(args.model)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(info["text"])
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("inspect", help="print an ONNX model's inputs, outputs, metadata and size", formatter_class=Formatter,
+                       epilog="example:\n  pcedge inspect model.onnx")
+    p.add_argument("model", type=model_file, help="the .onnx file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=run)

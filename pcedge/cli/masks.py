@@ -1,13 +1,16 @@
-"""Human-readable views of a mask set: a text summary with its coverage proof, and a drawing."""
+"""pcedge masks: a mask set in words (with its coverage proof) and drawn over a picture."""
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import SourceError
+from ..errors import PcedgeError, SourceError
 from ..masks import MaskSet
+from .options import Formatter, add_mask_options, mask_spec_from_args
 
 
 def describe_mask_set(ms: MaskSet) -> dict:
@@ -72,3 +75,33 @@ def draw_mask_set(ms: MaskSet, image: str | Path | np.ndarray, out_path: str | P
     cv2.putText(canvas, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
     if not cv2.imwrite(str(out_path), canvas):
         raise SourceError(f"cannot write {out_path} (unknown extension or unwritable folder)")
+
+
+def run(args: argparse.Namespace) -> int:
+    ms = mask_spec_from_args(args).build(args.image_size)
+    info = describe_mask_set(ms)
+    if args.save:
+        if not args.image:
+            raise PcedgeError("--save needs --image: the picture to draw the masks on")
+        draw_mask_set(ms, args.image, args.save)
+        info["saved"] = str(args.save)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(info["text"])
+        if args.save:
+            print(f"drawn over {args.image} -> {args.save}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "masks", help="print (and draw) a mask set with its coverage proof", formatter_class=Formatter,
+        description="Build a mask set, prove it covers every patch placement, print it.",
+        epilog="example:\n  pcedge masks --image-size 224 --patch 2% --masks-per-axis 6 --image photo.jpg --save masks.png",
+    )
+    add_mask_options(p, with_size=True)
+    p.add_argument("--image", type=Path, help="a picture to draw the masks on (resized to the image size)")
+    p.add_argument("--save", type=Path, help="where to write the drawing (PNG/JPEG)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=run)

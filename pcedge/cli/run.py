@@ -1,0 +1,109 @@
+"""pcedge run: the defended model on a video file, camera, RTSP stream or GStreamer pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ..alarm import DEFAULT_WINDOW, parse_window
+from ..util.files import write_json
+from .options import (
+    EXIT_CODES,
+    Formatter,
+    add_engine_options,
+    announce_engine,
+    defended_model_from_args,
+)
+
+log = logging.getLogger("pcedge")
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from ..video import RunOptions, SourceOptions
+    from ..video import run as run_stream
+    from ..video.framelog import format_summary
+    from ..video.outputs import display_available
+
+    parse_window(args.alarm)  # refuse a bad --alarm before loading the model
+    source_options = SourceOptions(width=args.width, height=args.height, fps=args.rate, codec=args.codec, loop=args.loop,
+                                   reconnect_s=args.reconnect, stall_s=args.stall_timeout, rtsp_backend=args.rtsp_backend)
+    output = args.output
+    if output is None and not args.headless:
+        if display_available():
+            output = "display://0"
+        else:
+            log.info("no display and no --output: running headless%s",
+                     "" if args.log else " (add --log FILE for one JSON line per frame, --output FILE for a video)")
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with defended_model_from_args(args) as model:
+            announce_engine(model)
+            summary = run_stream(model, args.source, source_options,
+                          RunOptions(output=output, log_path=args.log, fps_limit=args.fps_limit, max_frames=args.max_frames,
+                                     show_masks=not args.no_mask_overlay, show_undefended=args.show_undefended,
+                                     alarm=args.alarm, progress=not args.quiet),
+                          stop=stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(format_summary(summary))
+    if args.json:
+        write_json(args.json, summary)
+    if received:
+        return 128 + received[0]  # 130 after SIGINT, 143 after SIGTERM: the recording and summary are complete
+    return 1 if summary["source"].get("error") else 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "run", help="defended live inference on a video file, camera, RTSP stream or GStreamer pipeline",
+        formatter_class=Formatter,
+        description="Run the defended model on every frame of a source; overlay, record, log, summarize.",
+        epilog="examples:\n"
+               "  pcedge run --model lite0.onnx --source clip.mp4 --output annotated.mp4 --log frames.jsonl\n"
+               "  pcedge run --model lite0.onnx --source 0 --width 1280 --height 720 --codec MJPG\n"
+               "  pcedge run --model lite0.onnx --source rtsp://192.168.1.10:8554/cam --headless --log f.jsonl\n"
+               "  pcedge run --model lite0.onnx --source csi://0 --output display://0      # Jetson CSI camera\n"
+               "sources: video file, image, folder or glob of images, camera index or /dev/videoN (v4l2://),\n"
+               "  csi://N, rtsp:// rtp:// http://, gst:<pipeline>. outputs: .mp4/.avi/.mkv/.mov, a folder, display://0\n"
+               "alarm levels per frame: clear (masks agree), uncertain (they disagree, no patch signature), patch (one\n"
+               "  mask explains the disagreement); the stream alarm rises while --alarm K/N frames are at patch level.\n"
+               + EXIT_CODES + " (after Ctrl-C and SIGTERM the recording and the summary are complete)",
+    )
+    add_engine_options(p)
+    p.add_argument("--source", required=True, help="what to read (see below)")
+    p.add_argument("--output", help="annotated output: video file, folder, or display://0 (default: a window if a display exists)")
+    p.add_argument("--headless", action="store_true", help="no window and no output, even when a display exists")
+    p.add_argument("--log", help="write one JSON object per frame to this file (JSON lines)")
+    p.add_argument("--json", help="write the end-of-run summary to this JSON file")
+    p.add_argument("--fps-limit", type=float, default=0.0, help="process at most N frames per second (0: as fast as possible)")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after N processed frames (0: at the source's end)")
+    p.add_argument("--loop", action="store_true", help="restart file and image sources at their end")
+    p.add_argument("--show-undefended", action="store_true",
+                   help="also run the plain model on each frame and show its label (CPU engines; one extra inference)")
+    p.add_argument("--no-mask-overlay", action="store_true", help="do not draw the disagreeing masks")
+    p.add_argument("--alarm", default=DEFAULT_WINDOW, metavar="K/N",
+                   help="raise the stream alarm while K of the last N frames show the patch signature")
+    cam = p.add_argument_group("camera and stream")
+    cam.add_argument("--width", type=int, default=0, help="requested capture width (0: the camera's default)")
+    cam.add_argument("--height", type=int, default=0, help="requested capture height")
+    cam.add_argument("--rate", type=float, default=0.0, help="requested capture frame rate")
+    cam.add_argument("--codec", default="", help="camera FOURCC, e.g. MJPG or YUYV")
+    cam.add_argument("--reconnect", type=float, default=30.0, help="seconds to keep reopening a lost live source")
+    cam.add_argument("--stall-timeout", type=float, default=5.0, help="seconds without a frame before a live source counts as stalled")
+    cam.add_argument("--rtsp-backend", choices=["ffmpeg", "gstreamer"], default="ffmpeg",
+                     help="read rtsp:// with OpenCV's FFmpeg, or with GStreamer (H.264; on a Jetson its hardware decoder; "
+                          "needs an OpenCV with GStreamer)")
+    p.set_defaults(func=run)
+
+

@@ -23,12 +23,7 @@ from pathlib import Path
 
 import torch
 
-from pcedge.evaluation.certification import (
-    build_report,
-    certify,
-    plot_report,
-    report_markdown,
-)
+from pcedge.evaluation.certification import build_report, certify, plot_report, report_markdown
 from pcedge.evaluation.datasets import load_dataset
 from pcedge.export import export_onnx, load_model
 from pcedge.export.finetune import FinetuneConfig, evaluate, preprocess_dataset, train

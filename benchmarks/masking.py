@@ -19,12 +19,7 @@ import numpy as np
 
 from pcedge.masks import MaskSet
 from pcedge.preprocess import PreprocessSpec
-from pcedge.runtime.kernels import (
-    CudaMaskWriter,
-    cuda_writer_available,
-    write_masked,
-    write_masked_frame,
-)
+from pcedge.runtime.kernels import CudaMaskWriter, cuda_writer_available, write_masked, write_masked_frame
 
 
 def timed(fn, repeats: int, warmup: int = 5) -> np.ndarray:

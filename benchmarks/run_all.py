@@ -23,12 +23,7 @@ from pathlib import Path
 
 import torch
 
-from pcedge.evaluation.bench import (
-    BenchOptions,
-    format_table,
-    plot_latencies,
-    run_bench,
-)
+from pcedge.evaluation.bench import BenchOptions, format_table, plot_latencies, run_bench
 from pcedge.export import export_onnx
 
 HERE = Path(__file__).resolve().parent

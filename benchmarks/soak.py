@@ -50,9 +50,8 @@ def default_model(folder: Path) -> Path:
     from pcedge.export import export_onnx, load_model
 
     loaded = load_model("fashion-cnn")
-    d = dict(loaded.defaults)
     path = folder / "fashion_cnn_random.onnx"
-    export_onnx(loaded.module, path, labels=d.pop("labels"), exporter="torchscript", source_name="fashion-cnn", **d)
+    export_onnx(loaded.module, path, spec=loaded.preprocessing(), exporter="torchscript", source_name="fashion-cnn")
     return path
 
 

@@ -16,7 +16,7 @@ round the decision says so (case "budget") instead of returning a weaker answer 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Generator, Sequence, Union
+from typing import Any, Callable, Generator, Sequence, Union
 
 import numpy as np
 
@@ -85,14 +85,61 @@ def majority_label(labels: np.ndarray) -> int:
     return int(values[counts == top].max())
 
 
-class DoubleMasking:
-    """One frame's double-masking decision as a resumable computation.
+class LabelRequests:
+    """A computation over masked-image labels, resumable: it asks, the caller answers when it can.
 
-    A caller asks :attr:`pending` for the two-mask labels the decision needs next (an (n, 2) array of
-    mask pairs (i, j)), computes them whenever and however it likes (merged with other frames' requests
-    into one engine call, sent to a server), hands them back with :meth:`supply`, and repeats until
-    :attr:`done`; then :attr:`decision` holds exactly what :func:`double_masking` returns. Nothing is
-    asked for twice: the pending request is the same until it is supplied.
+    A caller reads :attr:`pending` (an (n, 2) array of mask pairs (i, j) whose labels are needed next;
+    (i, i) is the one-mask image i), computes them whenever and however it likes (merged with other
+    frames' requests into one engine call, sent to a server), hands them back with :meth:`supply`, and
+    repeats until :attr:`done`; then :attr:`answer` holds the result. Nothing is asked for twice: the
+    pending request stays the same until it is supplied. ``steps`` is a generator that yields each
+    request, receives its labels and returns the answer.
+    """
+
+    def __init__(self, steps: Generator[np.ndarray, np.ndarray, Any]) -> None:
+        self._steps = steps
+        self._finished = False
+        self._answer: Any = None
+        self._pending = _NO_PAIRS
+        self._advance(None)
+
+    @property
+    def done(self) -> bool:
+        return self._finished
+
+    @property
+    def pending(self) -> np.ndarray:
+        """The (n, 2) mask pairs whose labels are needed next; empty once the answer is known."""
+        return self._pending
+
+    @property
+    def answer(self) -> Any:
+        if not self._finished:
+            raise ConfigError(f"the computation still needs {len(self._pending)} masked-image labels (see .pending)")
+        return self._answer
+
+    def supply(self, labels: Sequence[int] | np.ndarray) -> None:
+        """The labels of :attr:`pending`, in its order."""
+        if self._finished:
+            raise ConfigError("the answer is already made; it needs no more labels")
+        z = np.asarray(labels).astype(np.int64).ravel()
+        if z.size != len(self._pending):
+            raise ConfigError(f"{len(self._pending)} masked-image labels were asked for, {z.size} supplied")
+        self._advance(z)
+
+    def _advance(self, labels: np.ndarray | None) -> None:
+        try:
+            self._pending = self._steps.send(labels)
+        except StopIteration as stop:
+            self._finished, self._answer, self._pending = True, stop.value, _NO_PAIRS
+
+
+_NO_PAIRS = np.empty((0, 2), np.int32)
+
+
+class DoubleMasking(LabelRequests):
+    """One frame's double-masking decision as a resumable computation (:class:`LabelRequests`): its
+    :attr:`decision` is exactly what :func:`double_masking` returns.
 
     ``prefetch_all`` asks first for every disagreer's two-mask labels in one request (the "all"
     schedule, capped by ``budget``); the other arguments are :func:`double_masking`'s.
@@ -108,40 +155,11 @@ class DoubleMasking:
             raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
         if budget is not None and budget < 0:
             raise ConfigError(f"budget must be >= 0, got {budget}")
-        self._steps = _decide(y, chunk_size, budget, known if known is not None else {}, order, prefetch_all)
-        self._decision: Decision | None = None
-        self._pending = np.empty((0, 2), np.int32)
-        self._advance(None)
-
-    @property
-    def done(self) -> bool:
-        return self._decision is not None
-
-    @property
-    def pending(self) -> np.ndarray:
-        """The (n, 2) mask pairs whose two-mask labels are needed next; empty once the decision is made."""
-        return self._pending
+        super().__init__(_decide(y, chunk_size, budget, known if known is not None else {}, order, prefetch_all))
 
     @property
     def decision(self) -> Decision:
-        if self._decision is None:
-            raise ConfigError(f"the decision still needs {len(self._pending)} two-mask labels (see .pending)")
-        return self._decision
-
-    def supply(self, labels: Sequence[int] | np.ndarray) -> None:
-        """The labels of :attr:`pending`, in its order."""
-        if self._decision is not None:
-            raise ConfigError("the decision is already made; it needs no more labels")
-        z = np.asarray(labels).astype(np.int64).ravel()
-        if z.size != len(self._pending):
-            raise ConfigError(f"{len(self._pending)} two-mask labels were asked for, {z.size} supplied")
-        self._advance(z)
-
-    def _advance(self, labels: np.ndarray | None) -> None:
-        try:
-            self._pending = self._steps.send(labels)
-        except StopIteration as stop:
-            self._decision, self._pending = stop.value, np.empty((0, 2), np.int32)
+        return self.answer
 
 
 def _decide(y: np.ndarray, chunk_size: ChunkSize, budget: int | None, cache: dict[tuple[int, int], int],
@@ -254,34 +272,21 @@ def table_from_pairs(num_masks: int, labels: np.ndarray, dtype=np.int16) -> np.n
     return table
 
 
-class FullTable:
-    """Certification's computation in the same request protocol as :class:`DoubleMasking`: one request for
-    all K(K+1)/2 labels (:func:`certification_pairs`), whose answer is the symmetric table."""
+class FullTable(LabelRequests):
+    """Certification's computation in the same request protocol: one request for all K(K+1)/2 labels
+    (:func:`certification_pairs`), whose answer is the symmetric :attr:`table`."""
 
     def __init__(self, num_masks: int) -> None:
-        self.num_masks = num_masks
-        self._pending = certification_pairs(num_masks)
-        self._table: np.ndarray | None = None
-
-    @property
-    def done(self) -> bool:
-        return self._table is not None
-
-    @property
-    def pending(self) -> np.ndarray:
-        return self._pending
+        super().__init__(_full_table(num_masks))
 
     @property
     def table(self) -> np.ndarray:
-        if self._table is None:
-            raise ConfigError(f"the table still needs {len(self._pending)} labels (see .pending)")
-        return self._table
+        return self.answer
 
-    def supply(self, labels: Sequence[int] | np.ndarray) -> None:
-        if self._table is not None:
-            raise ConfigError("the table is complete; it needs no more labels")
-        self._table = table_from_pairs(self.num_masks, labels)
-        self._pending = np.empty((0, 2), np.int32)
+
+def _full_table(num_masks: int) -> Generator[np.ndarray, np.ndarray, np.ndarray]:
+    labels = yield certification_pairs(num_masks)
+    return table_from_pairs(num_masks, labels)
 
 
 def is_certified(table: np.ndarray, label: int) -> bool:

@@ -20,15 +20,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .coverage import (
-    CoverageReport,
-    Size2,
-    ThreatModel,
-    check_patch_fits,
-    covering_masks,
-    one_patch_touches,
-    verify,
-)
+from .coverage import CoverageReport, Size2, ThreatModel, check_patch_fits, covering_masks, one_patch_touches, verify
 from .errors import ConfigError, InsecureMaskSetError
 
 

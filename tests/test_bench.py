@@ -10,14 +10,7 @@ from pathlib import Path
 import pytest
 
 from pcedge.errors import ConfigError
-from pcedge.evaluation.bench import (
-    BenchOptions,
-    camera_frames,
-    format_table,
-    plot_latencies,
-    ratios,
-    run_bench,
-)
+from pcedge.evaluation.bench import BenchOptions, camera_frames, format_table, plot_latencies, ratios, run_bench
 from pcedge.masks import MaskSpec
 from tests.models import export_test_model
 

@@ -303,9 +303,9 @@ def test_resumable_decision_refuses_misuse():
     table[2, 2] = 3
     state = DoubleMasking(np.diagonal(table))
     assert not state.done and len(state.pending) == 3
-    with pytest.raises(ConfigError, match="still needs 3 two-mask labels"):
+    with pytest.raises(ConfigError, match="still needs 3 masked-image labels"):
         state.decision
-    with pytest.raises(ConfigError, match="3 two-mask labels were asked for, 2 supplied"):
+    with pytest.raises(ConfigError, match="3 masked-image labels were asked for, 2 supplied"):
         state.supply([1, 1])
     state.supply(table[2, [0, 1, 3]])
     assert state.done and state.decision.case == "majority" and len(state.pending) == 0

@@ -78,3 +78,11 @@ def test_no_module_is_too_long_to_read():
     root = Path(pcedge.__file__).parent
     long = {str(p.relative_to(root)): n for p in root.rglob("*.py") if (n := len(p.read_text(encoding="utf-8").splitlines())) > 420}
     assert not long, f"modules over ~400 lines: {long}"
+
+
+def test_building_the_command_line_imports_no_heavy_library():
+    """`pcedge doctor` must explain a broken OpenCV or ONNX Runtime, so parsing the command line imports neither."""
+    code = ("import sys\nfrom pcedge.cli import build_parser\nbuild_parser()\n"
+            "print(','.join(m for m in ('cv2', 'onnxruntime', 'torch', 'onnx', 'tensorrt') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"building the parser imported: {out.stdout}"

@@ -8,14 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcedge.errors import ConfigError, InsecureMaskSetError
-from pcedge.masks import (
-    MaskSet,
-    ThreatModel,
-    axis_positions,
-    create_mask_set,
-    parse_patch,
-    patch_size_from_fraction,
-)
+from pcedge.masks import MaskSet, ThreatModel, axis_positions, create_mask_set, parse_patch, patch_size_from_fraction
 from tests.conftest import examples
 
 

@@ -17,12 +17,7 @@ from onnx import numpy_helper
 
 from pcedge.errors import ConfigError, EngineError
 from pcedge.evaluation.datasets import load_dataset
-from pcedge.export.quantize import (
-    AgreementError,
-    calibration_images,
-    held_out_images,
-    quantize_int8,
-)
+from pcedge.export.quantize import AgreementError, calibration_images, held_out_images, quantize_int8
 from pcedge.masks import MaskSpec, create_mask_set
 from pcedge.preprocess import PreprocessSpec
 from pcedge.runtime.driver import PatchCleanser
@@ -49,12 +44,7 @@ def int8_model(fashion_trained, calibration_frames, tmp_path_factory):
 @pytest.fixture(scope="module")
 def full_8bit_model(fashion_trained, calibration_frames, tmp_path_factory):
     """What pcedge wrote before the u8s7 scheme: uint8 x int8 with full 8-bit weights (CPU-dependent labels)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     spec = read_spec(fashion_trained.onnx_path)
     images = calibration_images(calibration_frames, spec, masks=MaskSpec("4", 4))

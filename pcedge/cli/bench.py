@@ -7,13 +7,7 @@ import logging
 
 from ..runtime.backends import MODEL_FILE_BACKENDS
 from ..util.files import write_json
-from .options import (
-    Formatter,
-    add_mask_options,
-    mask_spec_from_args,
-    model_file,
-    positive_int,
-)
+from .options import Formatter, add_mask_options, mask_spec_from_args, model_file, positive_int
 
 log = logging.getLogger("pcedge")
 

@@ -6,13 +6,7 @@ import argparse
 import logging
 
 from ..util.files import write_json, write_text
-from .options import (
-    Formatter,
-    add_engine_options,
-    announce_engine,
-    defended_model_from_args,
-    positive_int,
-)
+from .options import Formatter, add_engine_options, announce_engine, defended_model_from_args, positive_int
 
 log = logging.getLogger("pcedge")
 
@@ -20,13 +14,7 @@ log = logging.getLogger("pcedge")
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from ..evaluation.certification import (
-        build_report,
-        certification_batch,
-        certify,
-        plot_report,
-        report_markdown,
-    )
+    from ..evaluation.certification import build_report, certification_batch, certify, plot_report, report_markdown
     from ..evaluation.datasets import load_dataset
 
     with defended_model_from_args(args, max_batch=certification_batch) as model:

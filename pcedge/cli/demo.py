@@ -25,14 +25,7 @@ import cv2
 import numpy as np
 
 from ..errors import PcedgeError
-from ..evaluation.democlip import (
-    PATCHED_MOTION,
-    camera_view,
-    load_photos,
-    make_demo_clip,
-    max_patch_side_in_frame,
-    patch_corner,
-)
+from ..evaluation.democlip import PATCHED_MOTION, camera_view, load_photos, make_demo_clip, max_patch_side_in_frame, patch_corner
 from ..evaluation.sample_data import foolbox_samples
 from ..runtime.driver import PatchCleanser
 from ..runtime.modelfile import read_onnx_metadata
@@ -44,7 +37,7 @@ from .masks import describe_mask_set, draw_mask_set
 CLIP_SIZE, CLIP_FPS, SECONDS_PER_PHOTO = (360, 640), 12, 1.5
 PATCHED_PHOTO, PATCH_ANCHOR = "coffee", (0.5, 0.5)  # the photo that gets the patch, and where (x, y fractions)
 AVOID = [967, 968, 504]  # espresso, cup, coffee mug: the patch pushes the plain model off all three
-SHIPPED_PATCH = Path(__file__).parent / "data" / "demo_patch_coffee_43px.png"
+SHIPPED_PATCH = Path(__file__).resolve().parents[1] / "data" / "demo_patch_coffee_43px.png"
 STEPS = 5
 
 

@@ -8,14 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .options import (
-    Formatter,
-    add_mask_options,
-    add_preprocessing_options,
-    mask_spec_from_args,
-    positive_int,
-    preprocessing_overrides,
-)
+from .options import Formatter, add_mask_options, add_preprocessing_options, mask_spec_from_args, positive_int, preprocessing_overrides
 
 log = logging.getLogger("pcedge")
 

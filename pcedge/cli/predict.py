@@ -8,12 +8,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from .options import (
-    Formatter,
-    add_engine_options,
-    announce_engine,
-    defended_model_from_args,
-)
+from .options import Formatter, add_engine_options, announce_engine, defended_model_from_args
 
 log = logging.getLogger("pcedge")
 

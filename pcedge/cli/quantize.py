@@ -6,13 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from .options import (
-    Formatter,
-    add_mask_options,
-    mask_spec_from_args,
-    model_file,
-    positive_int,
-)
+from .options import Formatter, add_mask_options, mask_spec_from_args, model_file, positive_int
 
 log = logging.getLogger("pcedge")
 
@@ -39,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    from ..export.quantize import DEFAULT_MIN_AGREEMENT, SCHEMES
+    from ..runtime.modelfile import INT8_MIN_AGREEMENT, INT8_SCHEMES
 
     p = sub.add_parser(
         "quantize", help="INT8 copy of a model for CPUs: the same labels on every CPU, refused if it disagrees with FP32",
@@ -47,7 +41,7 @@ def add_parser(sub) -> None:
         description="ONNX Runtime static INT8 quantization (QDQ), calibrated with the runtime's own masked images; the\n"
                     "agreement with the FP32 model is measured on masked images of frames calibration never saw, and a\n"
                     "model below --min-agreement is not written.\nschemes:\n"
-                    + "\n".join(f"  {name}: {text}" for name, text in SCHEMES.items()),
+                    + "\n".join(f"  {name}: {text}" for name, text in INT8_SCHEMES.items()),
         epilog="examples:\n  pcedge quantize --model resnet18.onnx --out resnet18.int8.onnx\n"
                "  pcedge quantize --model lite0.onnx --calibration my_camera_frames/ --frames 64 --out lite0.int8.onnx",
     )
@@ -57,8 +51,8 @@ def add_parser(sub) -> None:
                                          "run the model; a quarter is held out to measure agreement (default: camera-like views "
                                          "of scikit-image's photos, held out: views of foolbox's ImageNet photos)")
     p.add_argument("--frames", type=positive_int, default=16, help="calibration frames (each also masked 3 ways); a third as many views of other photos are held out")
-    p.add_argument("--scheme", choices=sorted(SCHEMES), default="u8s7", help="INT8 arithmetic (see above)")
-    p.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT,
+    p.add_argument("--scheme", choices=sorted(INT8_SCHEMES), default="u8s7", help="INT8 arithmetic (see above)")
+    p.add_argument("--min-agreement", type=float, default=INT8_MIN_AGREEMENT,
                    help="refuse to write a model whose labels agree with FP32 on fewer held-out masked images")
     p.add_argument("--force", action="store_true", help="write the model even below --min-agreement (with a warning)")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weight scales")

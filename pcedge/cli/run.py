@@ -7,13 +7,7 @@ import logging
 
 from ..alarm import DEFAULT_WINDOW, parse_window
 from ..util.files import write_json
-from .options import (
-    EXIT_CODES,
-    Formatter,
-    add_engine_options,
-    announce_engine,
-    defended_model_from_args,
-)
+from .options import EXIT_CODES, Formatter, add_engine_options, announce_engine, defended_model_from_args
 
 log = logging.getLogger("pcedge")
 

@@ -36,15 +36,13 @@ from ..errors import ConfigError, EngineError, PcedgeError
 from ..masks import MaskSet, MaskSpec
 from ..preprocess import METADATA_KEY, PreprocessSpec
 from ..runtime.kernels import write_frame, write_masked_frame
-from ..runtime.modelfile import INT8_SCHEMES, read_onnx_metadata, stamp_metadata
+from ..runtime.modelfile import INT8_MIN_AGREEMENT, INT8_SCHEMES, read_onnx_metadata, stamp_metadata
 from ..util.files import writing
 from ..util.machine import cpu_features, cpu_model, int8_arithmetic
 from ..util.optional import require
 
 log = logging.getLogger(__name__)
 
-SCHEMES = INT8_SCHEMES
-DEFAULT_MIN_AGREEMENT = 0.95
 
 
 class AgreementError(PcedgeError):
@@ -73,7 +71,7 @@ class QuantizeReport:
 
     def summary(self) -> str:
         where = f"wrote {self.path}" if self.path else "refused"
-        return (f"{where} (INT8 {self.scheme}: {SCHEMES[self.scheme]}); calibrated on {self.calibration_images} images "
+        return (f"{where} (INT8 {self.scheme}: {INT8_SCHEMES[self.scheme]}); calibrated on {self.calibration_images} images "
                 f"(whole, one-mask and two-mask); on {self.held_out_images} masked images of held-out frames INT8 and FP32 "
                 f"labels agree on {100 * self.agreement:.1f}% (one-mask {100 * self.one_mask_agreement:.1f}%, "
                 f"two-mask {100 * self.two_mask_agreement:.1f}%)")
@@ -117,7 +115,7 @@ def held_out_images(frames: Sequence[np.ndarray], spec: PreprocessSpec, mask_set
 
 def quantize_int8(model_path: str | Path, out_path: str | Path, frames: Sequence[np.ndarray], *,
                   held_out_frames: Sequence[np.ndarray] | None = None, scheme: str = "u8s7", per_channel: bool = True,
-                  masks: MaskSpec = MaskSpec(), min_agreement: float = DEFAULT_MIN_AGREEMENT, force: bool = False,
+                  masks: MaskSpec = MaskSpec(), min_agreement: float = INT8_MIN_AGREEMENT, force: bool = False,
                   progress: Any = None) -> QuantizeReport:
     """Write an INT8 copy of a pcedge ONNX model, calibrated on ``frames`` (BGR uint8 camera frames).
 
@@ -127,16 +125,11 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, frames: Sequence
     ``progress(step)`` is called with a short description before each step.
     """
     onnx = require("onnx", "INT8 quantization")
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if scheme not in SCHEMES:
-        raise ConfigError(f"--scheme {scheme!r}: choose one of {', '.join(SCHEMES)} (u8s7 gives the same labels on every CPU)")
+    if scheme not in INT8_SCHEMES:
+        raise ConfigError(f"--scheme {scheme!r}: choose one of {', '.join(INT8_SCHEMES)} (u8s7 gives the same labels on every CPU)")
     if not 0.0 <= min_agreement <= 1.0:
         raise ConfigError(f"--min-agreement {min_agreement}: give a fraction between 0 and 1, e.g. 0.95")
     if held_out_frames is None:

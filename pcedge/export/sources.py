@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExportError
-from ..evaluation.datasets import FASHION_MNIST_CLASSES
 from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, resolve_spec
 from ..util.optional import require
 
@@ -81,6 +80,8 @@ def load_fashion_cnn() -> LoadedModel:
     Small on purpose: certifying one image at K=36 is 666 forward passes, and the reproduction in
     benchmarks/fashion_mnist.py certifies 10,000 test images twice on a 2-core CPU.
     """
+    from ..evaluation.datasets import FASHION_MNIST_CLASSES  # here, not at the top: building the CLI stays light
+
     torch = require("torch", "the fashion-cnn model")
     nn = torch.nn
 

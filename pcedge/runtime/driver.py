@@ -27,31 +27,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..alarm import frame_level
-from ..defense import (
-    Decision,
-    DoubleMasking,
-    FullTable,
-    contradiction_first_order,
-    index_order,
-)
+from ..defense import Decision, DoubleMasking, FullTable, LabelRequests, contradiction_first_order, index_order
 from ..errors import ConfigError, EngineError, PcedgeError
 from ..masks import MaskSet, MaskSpec
 from ..preprocess import PreprocessSpec, resolve_spec
 from ..result import Result
 from .base import Engine
 from .kernels import PreparedFrame
-from .latency import (
-    LatencyCurve,
-    LatencyCurveCache,
-    chunk_sequence,
-    engine_latency_curve,
-    plan_first_chunks,
-)
+from .latency import LatencyCurve, LatencyCurveCache, chunk_sequence, engine_latency_curve, plan_first_chunks
 from .modelfile import read_onnx_metadata, saturation_risk
 
 log = logging.getLogger("pcedge.driver")
@@ -225,7 +213,7 @@ class PatchCleanser:
                       decision.passing_mask, frame_level(decision.case, decision.disagreers, self.mask_set),
                       batch_sizes=first.sizes + second.sizes)
 
-    def _advance(self, computations: Sequence["LabelRequests"], loaded: Sequence[PreparedFrame], calls: Sequence["_Calls"]) -> float:
+    def _advance(self, computations: Sequence[LabelRequests], loaded: Sequence[PreparedFrame], calls: Sequence["_Calls"]) -> float:
         """Run label computations to the end, each round's requests of all of them merged into shared calls;
         returns the seconds spent writing and in the engine."""
         spent = 0.0
@@ -270,19 +258,6 @@ class PatchCleanser:
         calls.sizes.append(n)
         for r, start, count, offset in placed:
             out[r][start : start + count] = labels[offset : offset + count]
-
-
-class LabelRequests(Protocol):
-    """A computation that asks for masked-image labels in rounds: :class:`pcedge.defense.DoubleMasking` or
-    :class:`pcedge.defense.FullTable`."""
-
-    @property
-    def done(self) -> bool: ...
-
-    @property
-    def pending(self) -> np.ndarray: ...
-
-    def supply(self, labels: np.ndarray) -> None: ...
 
 
 @dataclass

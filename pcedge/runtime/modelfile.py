@@ -22,6 +22,8 @@ INT8_SCHEMES = {
             "the same labels on every CPU, full INT8 speed",
     "u8u8": "uint8 activations and weights: no saturation, but ONNX Runtime's x86 kernels for it are slow",
 }
+INT8_MIN_AGREEMENT = 0.95
+"""An INT8 copy whose labels agree with FP32 on fewer held-out masked images than this is not written."""
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:

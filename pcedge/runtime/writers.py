@@ -19,15 +19,7 @@ import numpy as np
 from ..errors import KernelError
 from ..masks import MaskSet
 from ..preprocess import PreprocessSpec
-from .kernels import (
-    NO_WINDOWS,
-    CudaMaskWriter,
-    PreparedFrame,
-    as_selection,
-    device_array,
-    prepare_frame,
-    write_prepared,
-)
+from .kernels import NO_WINDOWS, CudaMaskWriter, PreparedFrame, as_selection, device_array, prepare_frame, write_prepared
 
 if TYPE_CHECKING:
     from .base import Engine

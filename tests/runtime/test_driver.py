@@ -12,11 +12,7 @@ from pcedge.defense import double_masking_table
 from pcedge.errors import ConfigError, EngineError
 from pcedge.export import export_onnx
 from pcedge.masks import MaskSet
-from pcedge.preprocess import (
-    PreprocessSpec,
-    masked_batch_reference,
-    preprocess_reference,
-)
+from pcedge.preprocess import PreprocessSpec, masked_batch_reference, preprocess_reference
 from pcedge.runtime.backends import create_engine, resolve_backends
 from pcedge.runtime.driver import PatchCleanser
 from pcedge.runtime.latency import LatencyCurveCache

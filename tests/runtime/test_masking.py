@@ -16,17 +16,8 @@ from hypothesis import strategies as st
 from pcedge import _masking_cpu
 from pcedge.errors import KernelError
 from pcedge.masks import MaskSet
-from pcedge.preprocess import (
-    PreprocessSpec,
-    masked_batch_reference,
-    preprocess_reference,
-)
-from pcedge.runtime.kernels import (
-    CudaMaskWriter,
-    cuda_writer_available,
-    write_masked,
-    write_masked_frame,
-)
+from pcedge.preprocess import PreprocessSpec, masked_batch_reference, preprocess_reference
+from pcedge.runtime.kernels import CudaMaskWriter, cuda_writer_available, write_masked, write_masked_frame
 from tests.conftest import examples
 
 ROOT = Path(__file__).resolve().parents[2]

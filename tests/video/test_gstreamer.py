@@ -19,13 +19,7 @@ import numpy as np
 import pytest
 
 from pcedge.video import SourceOptions, open_source
-from pcedge.video.uri import (
-    JETSON_ONLY_ELEMENTS,
-    csi_pipeline,
-    opencv_has_gstreamer,
-    parse_source,
-    rtsp_pipeline,
-)
+from pcedge.video.uri import JETSON_ONLY_ELEMENTS, csi_pipeline, opencv_has_gstreamer, parse_source, rtsp_pipeline
 from tests.models import export_test_model
 from tests.video.clips import count_frames
 

@@ -11,13 +11,7 @@ import pytest
 
 from pcedge.errors import ConfigError, SourceError
 from pcedge.video.base import open_capture
-from pcedge.video.sources import (
-    LiveSource,
-    SourceOptions,
-    SourceSpec,
-    open_source,
-    parse_source,
-)
+from pcedge.video.sources import LiveSource, SourceOptions, SourceSpec, open_source, parse_source
 from pcedge.video.uri import opencv_has_gstreamer
 from tests.video.clips import numbered_frame, read_index, write_numbered_clip
 

@@ -23,13 +23,7 @@ from pcedge.result import Result
 from pcedge.runtime.driver import PatchCleanser
 from pcedge.video import RunOptions, SourceOptions, run, stream
 from pcedge.video.outputs import FolderOutput, VideoFileOutput, open_output
-from pcedge.video.overlay import (
-    ALARM_COLOUR,
-    LEVEL_COLOURS,
-    MASK_COLOUR,
-    draw_overlay,
-    model_window_to_frame,
-)
+from pcedge.video.overlay import ALARM_COLOUR, LEVEL_COLOURS, MASK_COLOUR, draw_overlay, model_window_to_frame
 from tests.models import export_test_model
 from tests.video.clips import count_frames, numbered_frame, write_numbered_clip
 

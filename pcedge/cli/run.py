@@ -6,8 +6,9 @@ import argparse
 import logging
 
 from ..alarm import DEFAULT_WINDOW, parse_window
+from ..errors import ConfigError
 from ..util.files import write_json
-from .options import EXIT_CODES, Formatter, add_engine_options, announce_engine, defended_model_from_args
+from .options import EXIT_CODES, Formatter, add_engine_options, announce_engine, defended_model_from_args, positive_int
 
 log = logging.getLogger("pcedge")
 
@@ -19,13 +20,20 @@ def run(args: argparse.Namespace) -> int:
     from ..video import RunOptions, SourceOptions
     from ..video import run as run_stream
     from ..video.framelog import format_summary
+    from ..video.multirun import format_many, run_many
     from ..video.outputs import display_available
 
     parse_window(args.alarm)  # refuse a bad --alarm before loading the model
     source_options = SourceOptions(width=args.width, height=args.height, fps=args.rate, codec=args.codec, loop=args.loop,
                                    reconnect_s=args.reconnect, stall_s=args.stall_timeout, rtsp_backend=args.rtsp_backend)
-    output = args.output
-    if output is None and not args.headless:
+    many = len(args.source) > 1
+    if args.show_undefended and many:
+        raise ConfigError("--show-undefended runs with one --source (it adds one plain inference per frame)")
+    outputs = args.output or []
+    if len(outputs) > 1 and not many:
+        raise ConfigError("one --source takes one --output")
+    output = outputs[0] if outputs and not many else None
+    if not outputs and not args.headless and not many:
         if display_available():
             output = "display://0"
         else:
@@ -40,21 +48,28 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with defended_model_from_args(args) as model:
-            announce_engine(model)
-            summary = run_stream(model, args.source, source_options,
-                          RunOptions(output=output, log_path=args.log, fps_limit=args.fps_limit, max_frames=args.max_frames,
-                                     show_masks=not args.no_mask_overlay, show_undefended=args.show_undefended,
-                                     alarm=args.alarm, progress=not args.quiet),
-                          stop=stop)
+        options = RunOptions(output=output, log_path=args.log, fps_limit=args.fps_limit, max_frames=args.max_frames,
+                             show_masks=not args.no_mask_overlay, show_undefended=args.show_undefended, alarm=args.alarm,
+                             progress=not args.quiet)
+        streams = len(args.source)
+        capacity = args.max_batch or ((lambda k: streams * k) if many else None)
+        with defended_model_from_args(args, max_batch=capacity) as model:
+            announce_engine(model, f"{streams} streams, up to {model.max_frames_per_step} frames per engine step" if many else "")
+            if many:
+                summary = run_many(model, args.source, source_options, options, outputs=outputs, stop=stop,
+                                   gather_s=args.gather_ms / 1e3)
+            else:
+                summary = run_stream(model, args.source[0], source_options, options, stop=stop)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print(format_summary(summary))
+    print(format_many(summary) if many else format_summary(summary))
     if args.json:
         write_json(args.json, summary)
     if received:
         return 128 + received[0]  # 130 after SIGINT, 143 after SIGTERM: the recording and summary are complete
+    if many:
+        return 1 if summary["all_live_lost"] else 0  # one lost camera is reported; the others kept running
     return 1 if summary["source"].get("error") else 0
 
 
@@ -67,6 +82,7 @@ def add_parser(sub) -> None:
                "  pcedge run --model lite0.onnx --source clip.mp4 --output annotated.mp4 --log frames.jsonl\n"
                "  pcedge run --model lite0.onnx --source 0 --width 1280 --height 720 --codec MJPG\n"
                "  pcedge run --model lite0.onnx --source rtsp://192.168.1.10:8554/cam --headless --log f.jsonl\n"
+               "  pcedge run --model lite0.onnx --source door=rtsp://10.0.0.5/cam --source yard=rtsp://10.0.0.6/cam --output rec/\n"
                "  pcedge run --model lite0.onnx --source csi://0 --output display://0      # Jetson CSI camera\n"
                "sources: video file, image, folder or glob of images, camera index or /dev/videoN (v4l2://),\n"
                "  csi://N, rtsp:// rtp:// http://, gst:<pipeline>. outputs: .mp4/.avi/.mkv/.mov, a folder, display://0\n"
@@ -75,13 +91,20 @@ def add_parser(sub) -> None:
                + EXIT_CODES + " (after Ctrl-C and SIGTERM the recording and the summary are complete)",
     )
     add_engine_options(p)
-    p.add_argument("--source", required=True, help="what to read (see below)")
-    p.add_argument("--output", help="annotated output: video file, folder, or display://0 (default: a window if a display exists)")
+    p.add_argument("--source", required=True, action="append",
+                   help="what to read (see below); repeat it for several streams on one engine, 'name=URI' names one")
+    p.add_argument("--output", action="append",
+                   help="annotated output: video file, folder, or display://0 (default: a window if a display exists); with "
+                        "several sources give it once per source, or once as a folder (one video per stream)")
     p.add_argument("--headless", action="store_true", help="no window and no output, even when a display exists")
     p.add_argument("--log", help="write one JSON object per frame to this file (JSON lines)")
     p.add_argument("--json", help="write the end-of-run summary to this JSON file")
     p.add_argument("--fps-limit", type=float, default=0.0, help="process at most N frames per second (0: as fast as possible)")
-    p.add_argument("--max-frames", type=int, default=0, help="stop after N processed frames (0: at the source's end)")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after N processed frames, per stream (0: at the source's end)")
+    p.add_argument("--max-batch", type=positive_int,
+                   help="engine batch capacity in images (default: K per source, so every stream's frame fits one step)")
+    p.add_argument("--gather-ms", type=float, default=5.0,
+                   help="with several sources: how long a step waits for streams without a frame once one has one")
     p.add_argument("--loop", action="store_true", help="restart file and image sources at their end")
     p.add_argument("--show-undefended", action="store_true",
                    help="also run the plain model on each frame and show its label (CPU engines; one extra inference)")

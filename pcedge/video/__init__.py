@@ -8,7 +8,9 @@ from ..util.optional import require
 
 require("cv2", "video sources, outputs and overlays")
 
+from .multistream import StreamSpec, stream_many
 from .sources import Frame, FrameSource, SourceOptions, open_source, parse_source
 from .streaming import RunOptions, run, stream
 
-__all__ = ["Frame", "FrameSource", "RunOptions", "SourceOptions", "open_source", "parse_source", "run", "stream"]
+__all__ = ["Frame", "FrameSource", "RunOptions", "SourceOptions", "StreamSpec", "open_source", "parse_source", "run", "stream",
+           "stream_many"]

@@ -19,12 +19,20 @@ from ..util.latency_stats import LatencyStats
 
 
 class FrameLog:
-    """One JSON object per processed frame (``path=None``: summary only)."""
+    """One JSON object per processed frame (``path=None``: summary only).
 
-    def __init__(self, path: str | Path | None) -> None:
-        self.path = Path(path) if path else None
+    Several streams share one file: the first log opens it, the others pass it as ``shared`` (they write
+    to it but do not close it), and ``tags`` (e.g. ``{"stream": 1, "stream_name": "door"}``) go into
+    every record of a log."""
+
+    def __init__(self, path: str | Path | None, *, shared: "FrameLog | None" = None, tags: dict[str, Any] | None = None) -> None:
+        self.path = Path(path) if path else (shared.path if shared else None)
         self._file: IO[str] | None = None
-        if self.path is not None:
+        self._owner = shared is None
+        self._tags = dict(tags or {})
+        if shared is not None:
+            self._file = shared._file
+        elif self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "w", encoding="utf-8")
         self.latency = LatencyStats()  # constant memory, whatever the run's length
@@ -93,12 +101,13 @@ class FrameLog:
         if self._file is not None:
             if summary is not None:
                 self._emit({"event": "summary", **summary})
-            self._file.close()
+            if self._owner:
+                self._file.close()
             self._file = None
 
     def _emit(self, record: dict[str, Any]) -> None:
-        if self._file is not None:
-            self._file.write(json.dumps(record) + "\n")
+        if self._file is not None and not self._file.closed:
+            self._file.write(json.dumps({**self._tags, **record}) + "\n")
             self._file.flush()
 
 

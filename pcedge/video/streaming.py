@@ -72,18 +72,19 @@ class RunOptions:
     progress: bool = False  # a status line while it runs (a bar with ETA for files; frames, FPS, p50, alarm for live sources)
 
 
-def _report_alarm_change(framelog: FrameLog, index: int, result: Result) -> None:
-    """The stream alarm's transitions: a log line for people, an event line in the frame log for scripts."""
+def report_alarm_change(framelog: FrameLog, index: int, result: Result, stream: str = "") -> None:
+    """The stream alarm's transitions: a log line for people (naming ``stream`` when there are several), an event
+    line in the frame log for scripts."""
     state = result.stream_alarm
     if state is None or not (state.raised or state.cleared):
         return
     kind = "alarm_raised" if state.raised else "alarm_cleared"
     framelog.event(kind, frame=index, hits=state.hits, window=state.window)
     if state.raised:
-        log.warning("PATCH ALARM raised at frame %d: the patch signature on %d of the last %d frames (%s)", index, state.hits,
-                    state.window, result.class_name)
+        log.warning("PATCH ALARM raised%s at frame %d: the patch signature on %d of the last %d frames (%s)",
+                    f" on {stream}" if stream else "", index, state.hits, state.window, result.class_name)
     else:
-        log.info("patch alarm cleared at frame %d", index)
+        log.info("patch alarm cleared%s at frame %d", f" on {stream}" if stream else "", index)
 
 
 def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, run_options: RunOptions,
@@ -112,7 +113,7 @@ def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, ru
             gaps_logged = source.stats.gap_count
             framelog.frame(frame.index, frame.captured_at, result, dropped=source.stats.dropped, name=frame.name,
                            undefended=undefended)
-            _report_alarm_change(framelog, frame.index, result)
+            report_alarm_change(framelog, frame.index, result)
             window.append(time.monotonic())
             fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 and window[-1] > window[0] else 0.0
             status.set_postfix_str(framelog.status_text(fps, alarm.active), refresh=False)

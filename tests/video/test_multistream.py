@@ -1,0 +1,151 @@
+"""Several streams on one engine: every frame's result is what that frame alone gets, nothing lost, no stream held up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pcedge.errors import ConfigError
+from pcedge.runtime.driver import PatchCleanser
+from pcedge.video import StreamSpec, stream_many
+from pcedge.video.base import Frame, FrameSource
+from pcedge.video.multirun import stream_outputs
+from tests.models import export_test_model
+from tests.video.clips import count_frames, numbered_frame, read_index, write_numbered_clip
+
+ROOT = Path(__file__).resolve().parents[2]
+K = 9
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return export_test_model("region", tmp_path_factory.mktemp("model") / "region.onnx")
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    return [write_numbered_clip(folder / f"cam{n}.avi", count, size=(96 + 16 * n, 128)) for n, count in enumerate((30, 18, 24))]
+
+
+def defended(model_path, streams: int) -> PatchCleanser:
+    return PatchCleanser.from_onnx(model_path, backend="ort", patch="5", masks_per_axis=3, max_batch=streams * K)
+
+
+class StalledCamera(FrameSource):
+    """A live source that delivers a few frames and then stops delivering (a frozen camera), until closed."""
+
+    live = True
+
+    def __init__(self, frames: int) -> None:
+        super().__init__("stalled camera")
+        self._frames, self._closed = frames, threading.Event()
+
+    def __iter__(self):
+        for index in range(self._frames):
+            self.stats.read += 1
+            yield Frame(numbered_frame(index), index, time.time())
+        self._closed.wait()  # stalled: no frame, no end
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+def test_every_frame_of_every_stream_gets_exactly_its_single_stream_result(model_path, clips):
+    with defended(model_path, 3) as pc:
+        seen: dict[int, list] = {0: [], 1: [], 2: []}
+        for index, result, frame in stream_many([str(c) for c in clips], pc):
+            seen[index].append((frame.index, result, frame.image))
+        for n, count in enumerate((30, 18, 24)):
+            assert [i for i, _, _ in seen[n]] == list(range(count)), f"stream {n} lost or reordered frames"
+            for i, result, image in seen[n]:
+                alone = pc.predict(image)
+                assert (result.label, result.case, result.disagreers, result.level, result.two_mask_passes) == (
+                    alone.label, alone.case, alone.disagreers, alone.level, alone.two_mask_passes)
+                assert read_index(image) == i
+        sizes = [s for n in seen for _, r, _ in seen[n] for s in r.batch_sizes[:1]]
+        assert max(sizes) == 3 * K, "frames of different streams must share engine calls"
+        cases = {r.case for n in seen for _, r, _ in seen[n]}
+        assert {"disagreer", "majority"} & cases, "the second round must run in the batched steps"
+
+
+class Frames(FrameSource):
+    """Given frames, as a file source delivers them (none dropped)."""
+
+    def __init__(self, images: list[np.ndarray]) -> None:
+        super().__init__("frames")
+        self._images = images
+
+    def __iter__(self):
+        for index, image in enumerate(self._images):
+            self.stats.read += 1
+            yield Frame(image, index, time.time())
+
+
+def test_each_stream_keeps_its_own_alarm(model_path, clips):
+    """A 2/2 alarm on a stream whose every frame is at the patch level is raised from its second frame on, while
+    the stream beside it (never at the patch level), served in the same steps, never alarms."""
+    from tests.runtime.test_driver import frames
+
+    patched = frames(24, seed=3)[8]
+    with defended(model_path, 2) as pc:
+        assert pc.predict(patched).level == "patch"
+        alarms: dict[int, list] = {0: [], 1: []}
+        for index, result, _ in stream_many([Frames([patched] * 12), StreamSpec(str(clips[1]), "clean")], pc, alarm="2/2"):
+            alarms[index].append((result.level, result.stream_alarm.active))
+        assert [a for _, a in alarms[0]] == [False] + [True] * 11
+        assert all(level != "patch" and not active for level, active in alarms[1]) and len(alarms[1]) == 18
+
+
+def test_a_stalled_stream_never_holds_the_others(model_path, clips):
+    with defended(model_path, 2) as pc:
+        stalled = StalledCamera(frames=2)
+        start = time.monotonic()
+        served = {0: 0, 1: 0}
+        for index, _, _ in stream_many([stalled, StreamSpec(str(clips[0]), "file")], pc):
+            served[index] += 1
+            if served[1] == 30:
+                break
+        assert served == {0: 2, 1: 30} and time.monotonic() - start < 30
+        stalled.close()
+
+
+def test_too_many_streams_for_the_engine_are_refused_with_the_flag_that_fixes_it(model_path, clips):
+    with defended(model_path, 2) as pc, pytest.raises(ConfigError, match="raise it with --max-batch 27"):
+        next(stream_many([str(c) for c in clips], pc))
+
+
+def test_stream_names_and_outputs():
+    assert StreamSpec.parse("door=rtsp://10.0.0.5/cam", 0) == StreamSpec("rtsp://10.0.0.5/cam", "door")
+    assert StreamSpec.parse("rtsp://10.0.0.5/cam", 1).name == "rtsp://10.0.0.5/cam"
+    assert StreamSpec.parse("/videos/yard.mp4", 2).name == "yard"
+    assert stream_outputs(["rec"], ["door", "yard"]) == ["rec/door.mp4", "rec/yard.mp4"]
+    assert stream_outputs(["a.mp4", "b.mp4"], ["x", "y"]) == ["a.mp4", "b.mp4"]
+    with pytest.raises(ConfigError, match="once per source"):
+        stream_outputs(["a.mp4"], ["x", "y"])
+
+
+def test_cli_runs_several_sources_with_one_log_and_one_video_each(model_path, clips, tmp_path):
+    log_path, summary_path = tmp_path / "f.jsonl", tmp_path / "s.json"
+    out = subprocess.run([sys.executable, "-m", "pcedge.cli", "run", "--model", str(model_path), "--source", f"front={clips[0]}",
+                          "--source", str(clips[1]), "--output", str(tmp_path / "rec"), "--log", str(log_path),
+                          "--json", str(summary_path), "--patch", "5", "--masks-per-axis", "3"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    frames = [r for r in records if "index" in r]
+    assert {(r["stream"], r["stream_name"]) for r in frames} == {(0, "front"), (1, "cam1")}
+    assert sorted(r["index"] for r in frames if r["stream"] == 0) == list(range(30))
+    assert sorted(r["index"] for r in frames if r["stream"] == 1) == list(range(18))
+    summary = json.loads(summary_path.read_text())
+    assert [s["frames"] for s in summary["streams"]] == [30, 18] and summary["frames"] == 48
+    assert records[-1]["event"] == "summary" and "stream" not in records[-1]
+    assert count_frames(tmp_path / "rec" / "front.mp4") == 30 and count_frames(tmp_path / "rec" / "cam1.mp4") == 18
+    assert "all streams" in out.stdout and "front" in out.stdout

@@ -6,8 +6,7 @@ import argparse
 import logging
 
 from ..runtime.backends import MODEL_FILE_BACKENDS
-from ..util.files import write_json
-from .options import Formatter, add_mask_options, mask_spec_from_args, model_file, positive_int
+from .options import Formatter, add_mask_options, mask_spec_from_args, model_file, positive_int, save_report
 
 log = logging.getLogger("pcedge")
 
@@ -20,10 +19,7 @@ def run(args: argparse.Namespace) -> int:
                            rss=not args.no_rss, optimize_patch=not args.no_optimized_patch)
     report = run_bench(args.model, options, report_line=lambda text: log.info("%s", text.lstrip("# ")))
     print(format_table(report))
-    if args.json:
-        write_json(args.json, report)
-    if args.plot:
-        plot_latencies(report, args.plot)
+    save_report(args, report, plot_latencies)
     return 0
 
 

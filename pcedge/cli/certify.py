@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..util.files import write_json, write_text
-from .options import Formatter, add_engine_options, announce_engine, defended_model_from_args, positive_int
+from ..util.files import write_text
+from .options import Formatter, add_engine_options, announce_engine, defended_model_from_args, positive_int, save_report
 
 log = logging.getLogger("pcedge")
 
@@ -28,12 +28,9 @@ def run(args: argparse.Namespace) -> int:
     report = build_report(tables, dataset, seconds=time.perf_counter() - start, requested=len(positions))
     markdown = report_markdown(report)
     print(markdown)
-    if args.json:
-        write_json(args.json, report)
     if args.markdown:
         write_text(args.markdown, markdown)
-    if args.plot:
-        plot_report(report, args.plot)
+    save_report(args, report, plot_report)
     return 0
 
 

@@ -101,6 +101,16 @@ def mask_spec_from_args(args: argparse.Namespace) -> "MaskSpec":
     return MaskSpec(args.patch, args.masks_per_axis, args.stride, args.two_patches, args.mask_size)
 
 
+def save_report(args: argparse.Namespace, report: dict, plot: Callable[[dict, str], None]) -> None:
+    """``--json FILE`` and ``--plot FILE`` of the commands that produce a report."""
+    from ..util.files import write_json
+
+    if args.json:
+        write_json(args.json, report)
+    if args.plot:
+        plot(report, args.plot)
+
+
 def announce_engine(model, extra: str = "") -> None:
     """The one line that says what runs: engine, mask set, threat model, second-round schedule."""
     log.info("engine: %s; %d masks (%s); second round: %s%s", model.engine.describe(), len(model.mask_set),

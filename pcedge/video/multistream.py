@@ -66,25 +66,23 @@ class _Feed:
     def _read(self, stop: threading.Event) -> None:
         try:
             for frame in self.source:
-                while not stop.is_set():
-                    try:
-                        self.slot.put(frame, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                self.wake.set()
-                if stop.is_set():
+                if not self._put(frame, stop):
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the scheduler, which re-raises it in the caller's thread
             self.error = exc
         finally:
-            while not stop.is_set():  # the end marker, once the scheduler has taken the last frame
-                try:
-                    self.slot.put(None, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            self.wake.set()
+            self._put(None, stop)  # the end marker, once the scheduler has taken the last frame
+
+    def _put(self, item: Frame | None, stop: threading.Event) -> bool:
+        """Wait for the slot to be free (a file source is never dropped); False when the run stopped first."""
+        while not stop.is_set():
+            try:
+                self.slot.put(item, timeout=0.1)
+                self.wake.set()
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def take(self, now: float) -> Frame | None:
         """The waiting frame if this stream is due (its rate limit allows it); marks the end of the stream."""

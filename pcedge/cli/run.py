@@ -52,9 +52,8 @@ def run(args: argparse.Namespace) -> int:
                              show_masks=not args.no_mask_overlay, show_undefended=args.show_undefended, alarm=args.alarm,
                              progress=not args.quiet)
         streams = len(args.source)
-        capacity = args.max_batch or ((lambda k: streams * k) if many else None)
-        with defended_model_from_args(args, max_batch=capacity) as model:
-            announce_engine(model, f"{streams} streams, up to {model.max_frames_per_step} frames per engine step" if many else "")
+        with defended_model_from_args(args, max_batch=args.max_batch) as model:
+            announce_engine(model, f"{streams} streams, {model.frames_per_call} frame(s) per engine call" if many else "")
             if many:
                 summary = run_many(model, args.source, source_options, options, outputs=outputs, stop=stop,
                                    gather_s=args.gather_ms / 1e3)
@@ -102,7 +101,8 @@ def add_parser(sub) -> None:
     p.add_argument("--fps-limit", type=float, default=0.0, help="process at most N frames per second (0: as fast as possible)")
     p.add_argument("--max-frames", type=int, default=0, help="stop after N processed frames, per stream (0: at the source's end)")
     p.add_argument("--max-batch", type=positive_int,
-                   help="engine batch capacity in images (default: K per source, so every stream's frame fits one step)")
+                   help="images per engine call (default: K, one frame's one-mask round; on a GPU, K x sources lets "
+                        "every stream's frame share one call; on a CPU larger calls cost memory and buy no speed)")
     p.add_argument("--gather-ms", type=float, default=5.0,
                    help="with several sources: how long a step waits for streams without a frame once one has one")
     p.add_argument("--loop", action="store_true", help="restart file and image sources at their end")

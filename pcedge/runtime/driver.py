@@ -151,8 +151,8 @@ class PatchCleanser:
         return self.predict_batch([frame])[0]
 
     @property
-    def max_frames_per_step(self) -> int:
-        """How many frames one :meth:`predict_batch` step takes: their one-mask images must fit the engine's batch."""
+    def frames_per_call(self) -> int:
+        """How many frames' one-mask rounds fit one engine call (a step of more frames makes more calls)."""
         return max(1, self.engine.max_batch // len(self.mask_set))
 
     def predict_batch(self, frames: Sequence[np.ndarray]) -> list[Result]:
@@ -160,12 +160,14 @@ class PatchCleanser:
 
         The one-mask images of all frames share engine calls (up to ``max_batch`` images each), and the
         second rounds advance together, each round's two-mask requests of every frame merged into as few
-        calls as the engine holds. Timings are per frame: ``masking`` and ``first_round`` are the shared
-        first calls, ``second_round`` the calls that carried this frame's two-mask images.
+        calls as the engine holds. Any number of frames is taken; ``max_batch`` only bounds each call (on
+        a CPU, where an image costs the same at any batch, K per call keeps memory at one frame's worth;
+        on a GPU, larger calls amortize the call's fixed cost). Timings are per frame: ``masking`` and
+        ``first_round`` are the shared first calls, ``second_round`` the calls that carried this frame's
+        two-mask images.
         """
-        if not 1 <= len(frames) <= self.max_frames_per_step:
-            raise ConfigError(f"a step takes 1 to {self.max_frames_per_step} frames ({self.engine.name} holds "
-                              f"{self.engine.max_batch} images per call, K={len(self.mask_set)} per frame), got {len(frames)}")
+        if not frames:
+            raise ConfigError("predict_batch needs at least one frame")
         t0 = time.perf_counter()
         loaded = [self._writer.load(frame, slot) for slot, frame in enumerate(frames)]
         first = _Calls()

@@ -3,9 +3,9 @@
 Each source is read by its own feed thread into a one-frame slot: a file source waits until its frame
 is taken (nothing is dropped), a live source keeps capturing into its own newest-frame buffer (frames
 it replaces are counted as dropped, as for one stream). The scheduler takes the frames that are ready,
-waits at most ``gather_s`` for the others (a stalled or slow stream never holds the step longer), takes
-up to the model's ``max_frames_per_step`` of them round-robin (so a fast file cannot starve a camera),
-defends them in one :meth:`PatchCleanser.predict_batch` call (each result exactly what that frame alone
+waits at most ``gather_s`` for the others (a stalled or slow stream never holds the step longer), orders
+them round-robin (so a fast file cannot starve a camera), defends them in one
+:meth:`PatchCleanser.predict_batch` step (engine calls of up to ``max_batch`` images) (each result exactly what that frame alone
 would get) and hands every result back to its stream with that stream's own k-of-n alarm.
 """
 
@@ -117,10 +117,6 @@ def stream_many(sources: Sequence[str | StreamSpec | FrameSource], model: PatchC
         raise ConfigError(f"fps_limit: give one rate >= 0, or one per source ({len(specs)}), got {fps_limit}")
     if gather_s < 0:
         raise ConfigError(f"gather_s must be >= 0, got {gather_s}")
-    if len(specs) > model.max_frames_per_step:
-        k = len(model.mask_set)
-        raise ConfigError(f"{len(specs)} streams need an engine batch of {len(specs) * k} images (K={k} each) but "
-                          f"{model.engine.name} holds {model.engine.max_batch}: raise it with --max-batch {len(specs) * k}")
     stop = stop or threading.Event()
     internal_stop = threading.Event()
     wake = threading.Event()
@@ -149,7 +145,7 @@ def _schedule(feeds: list[_Feed], model: PatchCleanser, wake: threading.Event, s
               gather_s: float) -> Iterator[tuple[int, Result, Frame]]:
     start = 0  # round-robin: the stream served first in the next step
     while not stop.is_set() and not all(feed.ended for feed in feeds):
-        batch = _gather(feeds, start, model.max_frames_per_step, gather_s)
+        batch = _gather(feeds, start, gather_s)
         if not batch:
             wake.wait(timeout=0.05)
             wake.clear()
@@ -163,7 +159,7 @@ def _schedule(feeds: list[_Feed], model: PatchCleanser, wake: threading.Event, s
             return
 
 
-def _gather(feeds: list[_Feed], start: int, capacity: int, gather_s: float) -> list[tuple[_Feed, Frame]]:
+def _gather(feeds: list[_Feed], start: int, gather_s: float) -> list[tuple[_Feed, Frame]]:
     """The frames of the streams that are ready, waiting up to ``gather_s`` for the others once one is."""
     order = feeds[start:] + feeds[:start]
     taken: dict[int, Frame] = {}
@@ -171,12 +167,12 @@ def _gather(feeds: list[_Feed], start: int, capacity: int, gather_s: float) -> l
     while True:
         now = time.monotonic()
         for feed in order:
-            if feed.index not in taken and len(taken) < capacity:
+            if feed.index not in taken:
                 frame = feed.take(now)
                 if frame is not None:
                     taken[feed.index] = frame
         waiting = [f for f in order if f.index not in taken and not f.ended]
-        if not taken or not waiting or len(taken) >= capacity or gather_s == 0:
+        if not taken or not waiting or gather_s == 0:
             break
         deadline = deadline or now + gather_s
         if now >= deadline:

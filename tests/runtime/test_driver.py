@@ -228,7 +228,7 @@ def test_a_batched_step_gives_every_frame_exactly_its_own_result(onnx_models, se
     k = 9
     with PatchCleanser.from_onnx(onnx_models["region"], backend="ort", patch="5", masks_per_axis=3, second_round=second_round,
                                  max_batch=4 * k + 5) as pc:
-        assert pc.max_frames_per_step == 4
+        assert pc.frames_per_call == 4
         shots = frames(24, seed=3)
         alone = [pc.predict(frame) for frame in shots]
         batched = [r for start in range(0, len(shots), 4) for r in pc.predict_batch(shots[start : start + 4])]
@@ -239,8 +239,11 @@ def test_a_batched_step_gives_every_frame_exactly_its_own_result(onnx_models, se
         step = pc.predict_batch(shots[:4])
         assert step[0].batch_sizes[0] == 4 * k and all(s <= 4 * k + 5 for r in step for s in r.batch_sizes), \
             "the first round packs the frames' one-mask images into full calls"
-        with pytest.raises(ConfigError, match="a step takes 1 to 4 frames"):
-            pc.predict_batch(shots[:5])
+        more = pc.predict_batch(shots[:7])  # more frames than one call holds: more calls, the same results
+        assert [(r.label, r.case, r.two_mask_passes) for r in more] == [(a.label, a.case, a.two_mask_passes) for a in alone[:7]]
+        assert more[0].batch_sizes[:2] == [4 * k + 5, 3 * k - 5]
+        with pytest.raises(ConfigError, match="at least one frame"):
+            pc.predict_batch([])
 
 
 def test_label_tables_of_several_images_equal_one_at_a_time(onnx_models):

@@ -117,9 +117,13 @@ def test_a_stalled_stream_never_holds_the_others(model_path, clips):
         stalled.close()
 
 
-def test_too_many_streams_for_the_engine_are_refused_with_the_flag_that_fixes_it(model_path, clips):
-    with defended(model_path, 2) as pc, pytest.raises(ConfigError, match="raise it with --max-batch 27"):
-        next(stream_many([str(c) for c in clips], pc))
+def test_more_streams_than_one_call_holds_still_get_their_own_results(model_path, clips):
+    """With calls of K images (the CPU default), three streams make three first-round calls per step."""
+    with defended(model_path, 1) as pc:
+        for index, result, frame in stream_many([str(c) for c in clips], pc):
+            assert max(result.batch_sizes) <= K
+            alone = pc.predict(frame.image)
+            assert (result.label, result.case, result.disagreers) == (alone.label, alone.case, alone.disagreers)
 
 
 def test_stream_names_and_outputs():

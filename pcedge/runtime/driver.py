@@ -161,8 +161,8 @@ class PatchCleanser:
         The one-mask images of all frames share engine calls (up to ``max_batch`` images each), and the
         second rounds advance together, each round's two-mask requests of every frame merged into as few
         calls as the engine holds. Any number of frames is taken; ``max_batch`` only bounds each call (on
-        a CPU, where an image costs the same at any batch, K per call keeps memory at one frame's worth;
-        on a GPU, larger calls amortize the call's fixed cost). Timings are per frame: ``masking`` and
+        a CPU, calls larger than K were measured no faster and cost memory; on a GPU, larger calls
+        amortize the call's fixed cost). Timings are per frame: ``masking`` and
         ``first_round`` are the shared first calls, ``second_round`` the calls that carried this frame's
         two-mask images.
         """

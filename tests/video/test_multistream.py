@@ -153,3 +153,25 @@ def test_cli_runs_several_sources_with_one_log_and_one_video_each(model_path, cl
     assert records[-1]["event"] == "summary" and "stream" not in records[-1]
     assert count_frames(tmp_path / "rec" / "front.mp4") == 30 and count_frames(tmp_path / "rec" / "cam1.mp4") == 18
     assert "all streams" in out.stdout and "front" in out.stdout
+
+
+def test_sigterm_finishes_every_recording(model_path, clips, tmp_path):
+    import os
+    import signal
+
+    log_path, summary_path = tmp_path / "f.jsonl", tmp_path / "s.json"
+    proc = subprocess.Popen([sys.executable, "-m", "pcedge.cli", "run", "--model", str(model_path), "--source", f"a={clips[0]}",
+                             "--source", f"b={clips[1]}", "--loop", "--output", str(tmp_path / "rec"), "--log", str(log_path),
+                             "--json", str(summary_path), "--patch", "5", "--masks-per-axis", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not log_path.exists() or log_path.read_text().count("\n") < 40):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    summary = json.loads(summary_path.read_text())
+    assert summary["interrupted"] is True
+    for stream in summary["streams"]:
+        assert stream["frames"] > 0 and count_frames(tmp_path / "rec" / f"{stream['stream_name']}.mp4") == stream["frames"]

@@ -22,7 +22,7 @@ log = logging.getLogger("pcedge")
 
 COMMANDS = ("masks", "export", "inspect", "predict", "run", "certify", "finetune", "bench", "quantize", "doctor")
 """The subcommands, in the order ``pcedge --help`` lists them: each is the module ``pcedge.cli.<name>`` with
-``add_parser(subparsers)`` and ``run(args) -> exit code`` (a new command is one new module and one name here)."""
+``PARSER`` (its help, description and examples), ``add_options(parser)`` and ``run(args) -> exit code`` (a new command is one new module and one name here)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"{__name__}.{name}").add_parser(sub)
+        command = importlib.import_module(f"{__name__}.{name}")
+        command.add_options(sub.add_parser(name, formatter_class=Formatter, **command.PARSER))
+        sub.choices[name].set_defaults(func=command.run)
     for command in sub.choices.values():
         _common_options(command, top=False)
     return parser

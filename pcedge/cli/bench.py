@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from ..runtime.backends import MODEL_FILE_BACKENDS
-from .options import Formatter, add_mask_options, mask_spec_from_args, model_file, positive_int, save_report
+from .options import add_mask_options, mask_spec_from_args, model_file, positive_int, save_report
 
 log = logging.getLogger("pcedge")
 
@@ -23,15 +23,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "bench", help="defended vs undefended vs the original PyTorch way, on the same frames, in one run",
-        formatter_class=Formatter,
-        description="Latency (mean/p50/p90/p99), FPS, per-stage times, second-round cost under attack and peak RSS.",
-        epilog="examples:\n"
-               "  pcedge bench --model lite0.onnx --frames 30 --json bench.json --plot bench.png\n"
-               "  pcedge bench --model resnet18.onnx --torch-model benchmarks.models:resnet18 --backend ort --backend ort-cuda",
-    )
+PARSER = dict(
+    help="defended vs undefended vs the original PyTorch way, on the same frames, in one run",
+    description="Latency (mean/p50/p90/p99), FPS, per-stage times, second-round cost under attack and peak RSS.",
+    epilog="examples:\n"
+           "  pcedge bench --model lite0.onnx --frames 30 --json bench.json --plot bench.png\n"
+           "  pcedge bench --model resnet18.onnx --torch-model benchmarks.models:resnet18 --backend ort --backend ort-cuda",
+)
+"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, type=model_file, help="an ONNX model exported by pcedge export")
     p.add_argument("--backend", action="append", choices=MODEL_FILE_BACKENDS,
                    help="backend(s) to measure; repeat the option for several (default: auto)")
@@ -45,6 +47,6 @@ def add_parser(sub) -> None:
     p.add_argument("--no-optimized-patch", action="store_true", help="skip the optimized-patch rows (they need torch and time)")
     p.add_argument("--json", help="write the full report (with per-frame samples) here")
     p.add_argument("--plot", help="draw the latency distributions (PNG)")
-    p.set_defaults(func=run, backend=None)
+    p.set_defaults(backend=None)
 
 

@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from ..util.files import write_text
-from .options import Formatter, add_engine_options, announce_engine, defended_model_from_args, positive_int, save_report
+from .options import add_engine_options, announce_engine, defended_model_from_args, positive_int, save_report
 
 log = logging.getLogger("pcedge")
 
@@ -34,16 +34,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "certify", help="clean, defended and certified accuracy over a labelled image set", formatter_class=Formatter,
-        description="Certify every image of a labelled set: K(K+1)/2 masked inferences per image, tables kept for reports.",
-        epilog="examples:\n"
-               "  pcedge certify --model lite0.onnx --data imagenet_val/ --limit 500 --seed 0 --json r.json --markdown r.md\n"
-               "  pcedge certify --model fmnist.onnx --data /usr/share/datasets/fashion-mnist --patch 4 --tables t.npz --resume\n"
-               "datasets: a folder with one subfolder per class; MNIST/Fashion-MNIST IDX files (folder or images file);\n"
-               "  an .npz with 'images' and 'labels'",
-    )
+PARSER = dict(
+    help="clean, defended and certified accuracy over a labelled image set",
+    description="Certify every image of a labelled set: K(K+1)/2 masked inferences per image, tables kept for reports.",
+    epilog="examples:\n"
+           "  pcedge certify --model lite0.onnx --data imagenet_val/ --limit 500 --seed 0 --json r.json --markdown r.md\n"
+           "  pcedge certify --model fmnist.onnx --data /usr/share/datasets/fashion-mnist --patch 4 --tables t.npz --resume\n"
+           "datasets: a folder with one subfolder per class; MNIST/Fashion-MNIST IDX files (folder or images file);\n"
+           "  an .npz with 'images' and 'labels'",
+)
+"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
     add_engine_options(p)
     p.add_argument("--data", required=True, help="the labelled images (see below)")
     p.add_argument("--split", default="test", choices=["test", "train"], help="which IDX pair in a folder holding both")
@@ -55,6 +58,5 @@ def add_parser(sub) -> None:
     p.add_argument("--markdown", help="write the report as Markdown")
     p.add_argument("--plot", help="draw the report (PNG)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
 
 

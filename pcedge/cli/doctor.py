@@ -20,7 +20,6 @@ from importlib import metadata
 from pathlib import Path
 
 from ..util.optional import HINTS, is_available, numpy_abi_problem
-from .options import Formatter
 
 
 def _check(name: str, ok: bool, detail: str, fix: str = "") -> dict:
@@ -210,8 +209,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("doctor", help="what this machine can run (GPU, TensorRT, ORT providers, kernels, video)",
-                       formatter_class=Formatter, epilog="example:\n  pcedge doctor")
+PARSER = dict(
+    help="what this machine can run (GPU, TensorRT, ORT providers, kernels, video)",
+    epilog="example:\n  pcedge doctor",
+)
+"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.set_defaults(func=run)

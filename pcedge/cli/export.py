@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from .options import Formatter, add_preprocessing_options, preprocessing_overrides
+from .options import add_preprocessing_options, preprocessing_overrides
 
 log = logging.getLogger("pcedge")
 
@@ -30,14 +30,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "export", help="export a PyTorch classifier to ONNX (dynamic batch, preprocessing, ArgMax)",
-        formatter_class=Formatter,
-        description="Export a PyTorch classifier to one self-contained ONNX file the runtime serves as is.",
-        epilog="examples:\n  pcedge export --model efficientnet-lite0 --out model.onnx\n"
-               "  pcedge export --model my_pkg.nets:build --checkpoint weights.pt --image-size 224 --out model.onnx",
-    )
+PARSER = dict(
+    help="export a PyTorch classifier to ONNX (dynamic batch, preprocessing, ArgMax)",
+    description="Export a PyTorch classifier to one self-contained ONNX file the runtime serves as is.",
+    epilog="examples:\n  pcedge export --model efficientnet-lite0 --out model.onnx\n"
+           "  pcedge export --model my_pkg.nets:build --checkpoint weights.pt --image-size 224 --out model.onnx",
+)
+"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="efficientnet-lite0 | timm:<name> | package.module:factory")
     p.add_argument("--checkpoint", help="TorchScript file, pickled module, or state_dict (with --model)")
     p.add_argument("--out", required=True, type=Path, help="the .onnx file to write")
@@ -49,6 +51,5 @@ def add_parser(sub) -> None:
     p.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default="auto",
                    help="auto: torch.export-based when onnxscript is installed, else TorchScript")
     p.add_argument("--json", action="store_true", help="print a JSON report")
-    p.set_defaults(func=run)
 
 

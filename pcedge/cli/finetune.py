@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .options import Formatter, add_mask_options, add_preprocessing_options, mask_spec_from_args, positive_int, preprocessing_overrides
+from .options import add_mask_options, add_preprocessing_options, mask_spec_from_args, positive_int, preprocessing_overrides
 
 log = logging.getLogger("pcedge")
 
@@ -37,16 +37,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "finetune", help="train / fine-tune a PyTorch classifier with masks (the paper's recipe), then export it",
-        formatter_class=Formatter,
-        description="Fine-tune with random mask-sized windows (0 after normalization) so masked images stay classifiable.",
-        epilog="examples:\n"
-               "  pcedge finetune --model fashion-cnn --data /usr/share/datasets/fashion-mnist --split train \\\n"
-               "      --patch 2% --epochs 4 --out fmnist_masked.onnx\n"
-               "  pcedge finetune --model my_pkg.nets:build --checkpoint w.pt --data train_folder/ --out masked.onnx",
-    )
+PARSER = dict(
+    help="train / fine-tune a PyTorch classifier with masks (the paper's recipe), then export it",
+    description="Fine-tune with random mask-sized windows (0 after normalization) so masked images stay classifiable.",
+    epilog="examples:\n"
+           "  pcedge finetune --model fashion-cnn --data /usr/share/datasets/fashion-mnist --split train \\\n"
+           "      --patch 2% --epochs 4 --out fmnist_masked.onnx\n"
+           "  pcedge finetune --model my_pkg.nets:build --checkpoint w.pt --data train_folder/ --out masked.onnx",
+)
+"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="efficientnet-lite0 | fashion-cnn | timm:<name> | package.module:factory")
     p.add_argument("--checkpoint", help="weights to start from (TorchScript, pickled module or state_dict)")
     p.add_argument("--data", required=True, help="training images: class folders, IDX files or .npz")
@@ -63,6 +65,5 @@ def add_parser(sub) -> None:
     p.add_argument("--save-checkpoint", help="write the state_dict here after every epoch (.pt)")
     add_preprocessing_options(p, exporting=True)
     p.add_argument("--no-progress", action="store_true", help="no progress bars (as -q, but keeps the log lines)")
-    p.set_defaults(func=run)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import EngineError
 from ..preprocess import METADATA_KEY
 from ..util.optional import is_available
-from .options import Formatter, model_file
+from .options import model_file
 
 JSON_KEYS = (METADATA_KEY, "pcedge.quantization", "pcedge.outputs", "pcedge.num_classes")
 """Metadata entries stored as JSON text; ``--json`` shows them as JSON values, not strings inside strings."""
@@ -74,9 +74,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("inspect", help="print an ONNX model's inputs, outputs, metadata and size", formatter_class=Formatter,
-                       epilog="example:\n  pcedge inspect model.onnx")
+PARSER = dict(
+    help="print an ONNX model's inputs, outputs, metadata and size", epilog="example:\n  pcedge inspect model.onnx",
+)
+"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", type=model_file, help="the .onnx file")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.set_defaults(func=run)

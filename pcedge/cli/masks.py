@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import PcedgeError, SourceError
 from ..masks import MaskSet
-from .options import Formatter, add_mask_options, mask_spec_from_args
+from .options import add_mask_options, mask_spec_from_args
 
 
 def describe_mask_set(ms: MaskSet) -> dict:
@@ -94,14 +94,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "masks", help="print (and draw) a mask set with its coverage proof", formatter_class=Formatter,
-        description="Build a mask set, prove it covers every patch placement, print it.",
-        epilog="example:\n  pcedge masks --image-size 224 --patch 2% --masks-per-axis 6 --image photo.jpg --save masks.png",
-    )
+PARSER = dict(
+    help="print (and draw) a mask set with its coverage proof",
+    description="Build a mask set, prove it covers every patch placement, print it.",
+    epilog="example:\n  pcedge masks --image-size 224 --patch 2% --masks-per-axis 6 --image photo.jpg --save masks.png",
+)
+"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
     add_mask_options(p, with_size=True)
     p.add_argument("--image", type=Path, help="a picture to draw the masks on (resized to the image size)")
     p.add_argument("--save", type=Path, help="where to write the drawing (PNG/JPEG)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.set_defaults(func=run)

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from .options import Formatter, add_engine_options, announce_engine, defended_model_from_args
+from .options import add_engine_options, announce_engine, defended_model_from_args
 
 log = logging.getLogger("pcedge")
 
@@ -62,13 +62,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("predict", help="defended prediction for images, folders or globs of images", formatter_class=Formatter,
-                       epilog="examples:\n  pcedge predict --model model.onnx cat.jpg dog.jpg --patch 2% --json\n"
-                              "  pcedge predict --model model.onnx photos/ 'shots/*.png'")
+PARSER = dict(
+    help="defended prediction for images, folders or globs of images",
+    epilog="examples:\n  pcedge predict --model model.onnx cat.jpg dog.jpg --patch 2% --json\n"
+           "  pcedge predict --model model.onnx photos/ 'shots/*.png'",
+)
+"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="image files, folders of images, or globs (quote them)")
     add_engine_options(p)
     p.add_argument("--json", action="store_true", help="one JSON object per image")
-    p.set_defaults(func=run)
 
 

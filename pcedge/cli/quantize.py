@@ -6,7 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from .options import Formatter, add_mask_options, mask_spec_from_args, model_file, positive_int
+from ..runtime.modelfile import INT8_MIN_AGREEMENT, INT8_SCHEMES
+from .options import add_mask_options, mask_spec_from_args, model_file, positive_int
 
 log = logging.getLogger("pcedge")
 
@@ -32,19 +33,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
-    from ..runtime.modelfile import INT8_MIN_AGREEMENT, INT8_SCHEMES
+PARSER = dict(
+    help="INT8 copy of a model for CPUs: the same labels on every CPU, refused if it disagrees with FP32",
+    description="ONNX Runtime static INT8 quantization (QDQ), calibrated with the runtime's own masked images; the\n"
+                "agreement with the FP32 model is measured on masked images of frames calibration never saw, and a\n"
+                "model below --min-agreement is not written.\nschemes:\n"
+                + "\n".join(f"  {name}: {text}" for name, text in INT8_SCHEMES.items()),
+    epilog="examples:\n  pcedge quantize --model resnet18.onnx --out resnet18.int8.onnx\n"
+           "  pcedge quantize --model lite0.onnx --calibration my_camera_frames/ --frames 64 --out lite0.int8.onnx",
+)
+"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
 
-    p = sub.add_parser(
-        "quantize", help="INT8 copy of a model for CPUs: the same labels on every CPU, refused if it disagrees with FP32",
-        formatter_class=Formatter,
-        description="ONNX Runtime static INT8 quantization (QDQ), calibrated with the runtime's own masked images; the\n"
-                    "agreement with the FP32 model is measured on masked images of frames calibration never saw, and a\n"
-                    "model below --min-agreement is not written.\nschemes:\n"
-                    + "\n".join(f"  {name}: {text}" for name, text in INT8_SCHEMES.items()),
-        epilog="examples:\n  pcedge quantize --model resnet18.onnx --out resnet18.int8.onnx\n"
-               "  pcedge quantize --model lite0.onnx --calibration my_camera_frames/ --frames 64 --out lite0.int8.onnx",
-    )
+
+def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, type=model_file, help="an ONNX model exported by pcedge export")
     p.add_argument("--out", required=True, type=Path, help="the INT8 .onnx file to write")
     p.add_argument("--calibration", help="calibration images: class folders, IDX or .npz, ideally frames of the camera that will "
@@ -57,6 +58,5 @@ def add_parser(sub) -> None:
     p.add_argument("--force", action="store_true", help="write the model even below --min-agreement (with a warning)")
     p.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weight scales")
     add_mask_options(p)
-    p.set_defaults(func=run)
 
 

@@ -8,7 +8,7 @@ import logging
 from ..alarm import DEFAULT_WINDOW, parse_window
 from ..errors import ConfigError
 from ..util.files import write_json
-from .options import EXIT_CODES, Formatter, add_engine_options, announce_engine, defended_model_from_args, positive_int
+from .options import EXIT_CODES, add_engine_options, announce_engine, defended_model_from_args, positive_int
 
 log = logging.getLogger("pcedge")
 
@@ -72,23 +72,25 @@ def run(args: argparse.Namespace) -> int:
     return 1 if summary["source"].get("error") else 0
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "run", help="defended live inference on a video file, camera, RTSP stream or GStreamer pipeline",
-        formatter_class=Formatter,
-        description="Run the defended model on every frame of a source; overlay, record, log, summarize.",
-        epilog="examples:\n"
-               "  pcedge run --model lite0.onnx --source clip.mp4 --output annotated.mp4 --log frames.jsonl\n"
-               "  pcedge run --model lite0.onnx --source 0 --width 1280 --height 720 --codec MJPG\n"
-               "  pcedge run --model lite0.onnx --source rtsp://192.168.1.10:8554/cam --headless --log f.jsonl\n"
-               "  pcedge run --model lite0.onnx --source door=rtsp://10.0.0.5/cam --source yard=rtsp://10.0.0.6/cam --output rec/\n"
-               "  pcedge run --model lite0.onnx --source csi://0 --output display://0      # Jetson CSI camera\n"
-               "sources: video file, image, folder or glob of images, camera index or /dev/videoN (v4l2://),\n"
-               "  csi://N, rtsp:// rtp:// http://, gst:<pipeline>. outputs: .mp4/.avi/.mkv/.mov, a folder, display://0\n"
-               "alarm levels per frame: clear (masks agree), uncertain (they disagree, no patch signature), patch (one\n"
-               "  mask explains the disagreement); the stream alarm rises while --alarm K/N frames are at patch level.\n"
-               + EXIT_CODES + " (after Ctrl-C and SIGTERM the recording and the summary are complete)",
-    )
+PARSER = dict(
+    help="defended live inference on a video file, camera, RTSP stream or GStreamer pipeline",
+    description="Run the defended model on every frame of a source; overlay, record, log, summarize.",
+    epilog="examples:\n"
+           "  pcedge run --model lite0.onnx --source clip.mp4 --output annotated.mp4 --log frames.jsonl\n"
+           "  pcedge run --model lite0.onnx --source 0 --width 1280 --height 720 --codec MJPG\n"
+           "  pcedge run --model lite0.onnx --source rtsp://192.168.1.10:8554/cam --headless --log f.jsonl\n"
+           "  pcedge run --model lite0.onnx --source door=rtsp://10.0.0.5/cam --source yard=rtsp://10.0.0.6/cam --output rec/\n"
+           "  pcedge run --model lite0.onnx --source csi://0 --output display://0      # Jetson CSI camera\n"
+           "sources: video file, image, folder or glob of images, camera index or /dev/videoN (v4l2://),\n"
+           "  csi://N, rtsp:// rtp:// http://, gst:<pipeline>. outputs: .mp4/.avi/.mkv/.mov, a folder, display://0\n"
+           "alarm levels per frame: clear (masks agree), uncertain (they disagree, no patch signature), patch (one\n"
+           "  mask explains the disagreement); the stream alarm rises while --alarm K/N frames are at patch level.\n"
+           + EXIT_CODES + " (after Ctrl-C and SIGTERM the recording and the summary are complete)",
+)
+"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
     add_engine_options(p)
     p.add_argument("--source", required=True, action="append",
                    help="what to read (see below); repeat it for several streams on one engine, 'name=URI' names one")
@@ -121,6 +123,5 @@ def add_parser(sub) -> None:
     cam.add_argument("--rtsp-backend", choices=["ffmpeg", "gstreamer"], default="ffmpeg",
                      help="read rtsp:// with OpenCV's FFmpeg, or with GStreamer (H.264; on a Jetson its hardware decoder; "
                           "needs an OpenCV with GStreamer)")
-    p.set_defaults(func=run)
 
 

@@ -30,7 +30,6 @@ PARSER = dict(
            "  pcedge bench --model lite0.onnx --frames 30 --json bench.json --plot bench.png\n"
            "  pcedge bench --model resnet18.onnx --torch-model benchmarks.models:resnet18 --backend ort --backend ort-cuda",
 )
-"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
 
 
 def add_options(p: argparse.ArgumentParser) -> None:

@@ -43,7 +43,6 @@ PARSER = dict(
            "datasets: a folder with one subfolder per class; MNIST/Fashion-MNIST IDX files (folder or images file);\n"
            "  an .npz with 'images' and 'labels'",
 )
-"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
 
 
 def add_options(p: argparse.ArgumentParser) -> None:

@@ -213,7 +213,6 @@ PARSER = dict(
     help="what this machine can run (GPU, TensorRT, ORT providers, kernels, video)",
     epilog="example:\n  pcedge doctor",
 )
-"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
 
 
 def add_options(p: argparse.ArgumentParser) -> None:

@@ -36,7 +36,6 @@ PARSER = dict(
     epilog="examples:\n  pcedge export --model efficientnet-lite0 --out model.onnx\n"
            "  pcedge export --model my_pkg.nets:build --checkpoint weights.pt --image-size 224 --out model.onnx",
 )
-"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
 
 
 def add_options(p: argparse.ArgumentParser) -> None:

@@ -45,7 +45,6 @@ PARSER = dict(
            "      --patch 2% --epochs 4 --out fmnist_masked.onnx\n"
            "  pcedge finetune --model my_pkg.nets:build --checkpoint w.pt --data train_folder/ --out masked.onnx",
 )
-"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
 
 
 def add_options(p: argparse.ArgumentParser) -> None:

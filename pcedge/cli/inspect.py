@@ -77,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
 PARSER = dict(
     help="print an ONNX model's inputs, outputs, metadata and size", epilog="example:\n  pcedge inspect model.onnx",
 )
-"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
 
 
 def add_options(p: argparse.ArgumentParser) -> None:

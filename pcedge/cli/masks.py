@@ -99,7 +99,6 @@ PARSER = dict(
     description="Build a mask set, prove it covers every patch placement, print it.",
     epilog="example:\n  pcedge masks --image-size 224 --patch 2% --masks-per-axis 6 --image photo.jpg --save masks.png",
 )
-"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
 
 
 def add_options(p: argparse.ArgumentParser) -> None:

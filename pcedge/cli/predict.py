@@ -67,7 +67,6 @@ PARSER = dict(
     epilog="examples:\n  pcedge predict --model model.onnx cat.jpg dog.jpg --patch 2% --json\n"
            "  pcedge predict --model model.onnx photos/ 'shots/*.png'",
 )
-"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
 
 
 def add_options(p: argparse.ArgumentParser) -> None:

@@ -42,7 +42,6 @@ PARSER = dict(
     epilog="examples:\n  pcedge quantize --model resnet18.onnx --out resnet18.int8.onnx\n"
            "  pcedge quantize --model lite0.onnx --calibration my_camera_frames/ --frames 64 --out lite0.int8.onnx",
 )
-"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
 
 
 def add_options(p: argparse.ArgumentParser) -> None:

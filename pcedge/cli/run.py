@@ -87,7 +87,6 @@ PARSER = dict(
            "  mask explains the disagreement); the stream alarm rises while --alarm K/N frames are at patch level.\n"
            + EXIT_CODES + " (after Ctrl-C and SIGTERM the recording and the summary are complete)",
 )
-"""The subparser's help, description and examples (the registry adds the formatter and ``run``)."""
 
 
 def add_options(p: argparse.ArgumentParser) -> None:

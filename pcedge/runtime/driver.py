@@ -55,9 +55,6 @@ one image per call wins whenever p > a / (s + a) (0.16 for Lite0 on ONNX Runtime
 for everything wins whenever the call's fixed cost dominates (GPUs)."""
 
 
-__all__ = ["PatchCleanser", "Result"]  # Result lives in pcedge.result; imported from here too
-
-
 class PatchCleanser:
     """Double masking over any :class:`Engine`, for numpy BGR frames (as OpenCV delivers them)."""
 

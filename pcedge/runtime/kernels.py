@@ -1,9 +1,10 @@
 """The masking kernels' Python wrappers: N masked images straight into a buffer (C++ on the host, CUDA on a GPU).
 
 These are the kernel-level calls (a frame and a buffer per call); the driver uses the engine-bound
-writers of :mod:`pcedge.runtime.writers`, which prepare a frame once and write at any offset. The wrappers validate dtype, shape, contiguity and indices once and raise a clear error (a ValueError)
-before the C++/CUDA code runs, so a bad call can never crash or write half a batch. The C++ side checks
-again and names the argument.
+writers of :mod:`pcedge.runtime.writers`, which prepare a frame once and write at any offset. The
+wrappers validate dtype, shape, contiguity and indices once and raise a clear error (a ValueError)
+before the C++/CUDA code runs, so a bad call can never crash or write half a batch. The C++ side
+checks again and names the argument.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from typing import IO, Any
 from ..alarm import LEVELS
 from ..result import Result
 from ..util.latency_stats import LatencyStats
+from .base import SourceStats
 
 
 class FrameLog:
@@ -30,6 +31,7 @@ class FrameLog:
         self._file: IO[str] | None = None
         self._owner = shared is None
         self._tags = dict(tags or {})
+        self._gaps_logged = 0
         if shared is not None:
             self._file = shared._file
         elif self.path is not None:
@@ -75,6 +77,12 @@ class FrameLog:
 
     def event(self, kind: str, **fields: Any) -> None:
         self._emit({"event": kind, **fields})
+
+    def gaps(self, stats: SourceStats) -> None:
+        """A ``gap`` event for every outage of the source not logged yet."""
+        for gap in stats.gaps_since(self._gaps_logged):
+            self.event("gap", **gap)
+        self._gaps_logged = stats.gap_count
 
     def summary(self, **extra: Any) -> dict[str, Any]:
         """Frames, latency mean and percentiles (ms; percentiles within 1%, see :mod:`pcedge.util.latency_stats`), FPS over the processing span, alarm levels, cases."""

@@ -50,7 +50,6 @@ class _Stream:
     def __init__(self, index: int, spec: StreamSpec, source: FrameSource, framelog: FrameLog, output: Output) -> None:
         self.index, self.spec, self.source, self.framelog, self.output = index, spec, source, framelog, output
         self.times: deque[float] = deque(maxlen=30)
-        self.gaps_logged = 0
         self.level = "-"
 
     @property
@@ -79,9 +78,7 @@ def run_many(model: PatchCleanser, sources: Sequence[str], source_options: Sourc
             for index, result, frame in stream_many([s.source for s in streams], model, fps_limit=run_options.fps_limit, stop=stop,
                                                     alarm=run_options.alarm, gather_s=gather_s):
                 st = streams[index]
-                for gap in st.source.stats.gaps_since(st.gaps_logged):
-                    st.framelog.event("gap", **gap)
-                st.gaps_logged = st.source.stats.gap_count
+                st.framelog.gaps(st.source.stats)
                 st.framelog.frame(frame.index, frame.captured_at, result, dropped=st.source.stats.dropped, name=frame.name)
                 report_alarm_change(st.framelog, frame.index, result, stream=st.spec.name)
                 st.times.append(time.monotonic())
@@ -119,8 +116,7 @@ def _status_line(streams: list[_Stream]) -> str:
 def _summary(model: PatchCleanser, streams: list[_Stream], stop: threading.Event) -> dict[str, Any]:
     per_stream = []
     for st in streams:
-        for gap in st.source.stats.gaps_since(st.gaps_logged):
-            st.framelog.event("gap", **gap)
+        st.framelog.gaps(st.source.stats)  # an outage after the last frame
         per_stream.append(st.framelog.summary(stream=st.index, stream_name=st.spec.name, source=st.source.stats.as_dict(),
                                               output=(st.output.failed or f"{st.output.description}: {st.output.written} frames")))
     frames = sum(s["frames"] for s in per_stream)

@@ -99,7 +99,6 @@ def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, ru
     source = open_source(source_uri, source_options)
     framelog = FrameLog(run_options.log_path)
     output = status = None
-    gaps_logged = 0
     try:
         output = open_output(run_options.output, fps=run_options.fps_limit or source.fps or 30.0)
         log.info("source: %s; output: %s", source.description, output.description)
@@ -108,9 +107,7 @@ def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, ru
         window: deque[float] = deque(maxlen=30)
         for result, frame in stream(source, model, fps_limit=run_options.fps_limit, stop=stop, alarm=alarm):
             undefended = model.predict_undefended(frame.image) if run_options.show_undefended else None
-            for gap in source.stats.gaps_since(gaps_logged):
-                framelog.event("gap", **gap)
-            gaps_logged = source.stats.gap_count
+            framelog.gaps(source.stats)
             framelog.frame(frame.index, frame.captured_at, result, dropped=source.stats.dropped, name=frame.name,
                            undefended=undefended)
             report_alarm_change(framelog, frame.index, result)
@@ -135,8 +132,7 @@ def run(model: PatchCleanser, source_uri: str, source_options: SourceOptions, ru
         source.close()
         if output is not None:
             output.close()
-    for gap in source.stats.gaps_since(gaps_logged):  # an outage after the last frame (a source given up)
-        framelog.event("gap", **gap)
+    framelog.gaps(source.stats)  # an outage after the last frame (a source given up)
     summary = framelog.summary(source=source.stats.as_dict(), engine=model.engine.describe(), schedule=model.schedule,
                                masks=len(model.mask_set), threat=model.mask_set.threat.describe(),
                                alarm_window=alarm.window_text, alarms_raised=alarm.raised_count,

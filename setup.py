@@ -130,6 +130,7 @@ setup(
         "opencv": ["opencv-python-headless>=4.6"],
         "export": ["torch>=2.1", "onnx>=1.15", "onnxscript"],
         "trt": ["tensorrt>=10.0", "cuda-python>=12.0"],
+        "triton": ["tritonclient[grpc]>=2.50"],  # triton:// clients and pcedge triton repo; the server brings its own Python
         "dev": ["pytest>=7", "hypothesis>=6.80"],
     },
     entry_points={"console_scripts": ["pcedge=pcedge.cli:main"]},

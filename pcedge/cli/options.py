@@ -61,6 +61,8 @@ def patch_text(text: str) -> str:
 
 def model_file(text: str) -> Path:
     """An existing model file; a folder gets the files it holds named."""
+    if text.startswith("triton://"):
+        raise argparse.ArgumentTypeError(f"{text}: this command needs a model file (triton:// models serve predict and run)")
     path = Path(text)
     if path.is_dir():
         inside = sorted(p.name for p in path.glob("*.onnx"))
@@ -155,9 +157,25 @@ def crop_fraction(text: str) -> float:
     return value
 
 
-def add_engine_options(parser: argparse.ArgumentParser) -> None:
-    """Backend and second-round options shared by the commands that run the defended model."""
-    parser.add_argument("--model", required=True, type=model_file, help="an ONNX model exported by pcedge export")
+def model_or_server(text: str) -> Path | str:
+    """A model file, or a defense served by Triton (``triton://HOST:PORT/NAME``, checked when connecting)."""
+    if text.startswith("triton://"):
+        from ..serve.client import parse_triton_uri
+
+        try:
+            parse_triton_uri(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+    return model_file(text)
+
+
+def add_engine_options(parser: argparse.ArgumentParser, *, servable: bool = False) -> None:
+    """Backend and second-round options shared by the commands that run the defended model (``servable``: the
+    model may also be a Triton URI, with the client options)."""
+    parser.add_argument("--model", required=True, type=model_or_server if servable else model_file,
+                        help="an ONNX model exported by pcedge export" +
+                             (", or triton://HOST:PORT/NAME for a defense served by Triton (pcedge triton)" if servable else ""))
     parser.add_argument("--backend", default="auto", choices=MODEL_FILE_BACKENDS,
                         help="auto: TensorRT, then ONNX Runtime CUDA, then ONNX Runtime CPU (the one that runs is printed)")
     add_mask_options(parser)
@@ -167,11 +185,48 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                              "disagreer at once. Every choice returns the same labels")
     parser.add_argument("--budget", type=non_negative_int, help="cap on second-round passes (the result says 'budget' when hit)")
     add_preprocessing_options(parser)
+    if servable:
+        group = parser.add_argument_group("Triton client (triton:// models)")
+        group.add_argument("--triton-timeout", type=float, default=30.0, help="seconds one request may take")
+        group.add_argument("--triton-in-flight", type=positive_int, default=8, help="requests in flight at once (frames of a step)")
+        group.add_argument("--triton-ssl", action="store_true", help="gRPC over TLS")
+        group.add_argument("--triton-ca", help="TLS root certificates (PEM) to trust the server with")
+        group.add_argument("--triton-cert", help="client certificate chain (PEM), for servers that check clients")
+        group.add_argument("--triton-key", help="client private key (PEM)")
+        group.add_argument("--triton-header", action="append", default=[], metavar="KEY=VALUE",
+                           help="a header on every request, e.g. an auth token for restricted endpoints (repeatable)")
 
 
 def defended_model_from_args(args: argparse.Namespace, max_batch: int | Callable[[int], int] | None = None):
-    """The defended model the engine, mask and preprocessing options describe (``max_batch``: see ``from_onnx``)."""
+    """The defended model the engine, mask and preprocessing options describe (``max_batch``: see ``from_onnx``);
+    for a ``triton://`` model, the served defense (mask flags other than the defaults are asked of the server)."""
     from ..runtime.driver import PatchCleanser
 
+    if isinstance(args.model, str):
+        return served_model_from_args(args)
     return PatchCleanser.from_onnx(args.model, backend=args.backend, masks=mask_spec_from_args(args), second_round=args.second_round,
                                    budget=args.budget, spec_overrides=preprocessing_overrides(args), max_batch=max_batch)
+
+
+def served_model_from_args(args: argparse.Namespace):
+    """The client for a served defense; preprocessing comes from the server, so its flags are refused here."""
+    from ..masks import MaskSpec
+    from ..serve.client import ClientOptions, ServedDefense
+
+    if any(v is not None for v in preprocessing_overrides(args).values()):
+        raise ConfigError("a served model's preprocessing is the server's (published in its config): drop the preprocessing flags")
+    if args.backend != "auto" or args.second_round != "auto" or args.budget is not None:
+        raise ConfigError("--backend, --second-round and --budget are the server's choice (pcedge triton repo) with triton:// models")
+    headers = {}
+    for item in args.triton_header:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--triton-header {item!r}: use KEY=VALUE")
+        headers[key] = value
+    read = lambda path: open(path, "rb").read() if path else None  # noqa: E731 - three PEM files, read the same way
+    options = ClientOptions(timeout_s=args.triton_timeout, reconnect_s=getattr(args, "reconnect", 30.0),
+                            max_in_flight=args.triton_in_flight, ssl=args.triton_ssl or bool(args.triton_ca),
+                            root_certificates=read(args.triton_ca), private_key=read(args.triton_key),
+                            certificate_chain=read(args.triton_cert), headers=headers)
+    masks = mask_spec_from_args(args)
+    return ServedDefense(args.model, masks=None if masks == MaskSpec() else masks, options=options)

@@ -71,7 +71,7 @@ PARSER = dict(
 
 def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="image files, folders of images, or globs (quote them)")
-    add_engine_options(p)
+    add_engine_options(p, servable=True)
     p.add_argument("--json", action="store_true", help="one JSON object per image")
 
 

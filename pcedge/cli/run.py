@@ -90,7 +90,7 @@ PARSER = dict(
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
-    add_engine_options(p)
+    add_engine_options(p, servable=True)
     p.add_argument("--source", required=True, action="append",
                    help="what to read (see below); repeat it for several streams on one engine, 'name=URI' names one")
     p.add_argument("--output", action="append",

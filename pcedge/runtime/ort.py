@@ -193,6 +193,17 @@ class OrtEngine(Engine):
         return {"model_sha256": file_sha256(self.model_path), "engine": self.describe(), "fp16": self._fp16,
                 "threads": self._threads, "max_batch": self._max_batch, "onnxruntime": ort.__version__}
 
+    def run_outputs(self, images: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """The session on a given (N, C, H, W) float32 batch, for named outputs: the served classifier's call
+        (Triton hands it the images; the in-place buffer is for the masking writer)."""
+        self._require_active("run_outputs")
+        unknown = set(names) - {o.name for o in self._session.get_outputs()}
+        if unknown:
+            raise EngineError(f"{self.name}: the model has no output {', '.join(sorted(unknown))}")
+        if images.ndim != 4 or tuple(images.shape[1:]) != self._meta.shape:
+            raise EngineError(f"{self.name}: images must be (N, {', '.join(map(str, self._meta.shape))}), got {images.shape}")
+        return dict(zip(names, self._session.run(list(names), {self._meta.name: images})))
+
     def _buffer(self) -> Any:
         return self._host if self.device == "cpu" else _OrtDeviceView(self._device_value, self._meta)
 

@@ -15,7 +15,7 @@ def pcedge(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pcedge.cli", *args], capture_output=True, text=True, timeout=300)
 
 
-COMMANDS = ("masks", "export", "inspect", "predict", "run", "certify", "finetune", "bench", "quantize", "doctor")
+COMMANDS = ("masks", "export", "inspect", "predict", "run", "certify", "finetune", "bench", "quantize", "triton", "doctor")
 
 
 def test_help_for_every_command_has_an_example_and_every_option_says_what_it_does():
@@ -30,11 +30,14 @@ def test_help_for_every_command_has_an_example_and_every_option_says_what_it_doe
         out = pcedge(command, "--help")
         assert out.returncode == 0 and "example" in out.stdout, command
         assert "(default: None)" not in out.stdout, command
-        formatter = subcommands[command]._get_formatter()
-        for action in subcommands[command]._actions:
-            assert action.help, f"pcedge {command} {action.option_strings or action.dest} has no help text"
-            shown = formatter._expand_help(action) if action.help is not argparse.SUPPRESS else ""
-            assert shown.count("default") <= 1, f"pcedge {command} {action.option_strings}: {shown!r} says its default twice"
+        nested = [a for a in subcommands[command]._actions if isinstance(a, argparse._SubParsersAction)]
+        parsers = [(command, subcommands[command])] + [(f"{command} {n}", p) for a in nested for n, p in a.choices.items()]
+        for name, sub in parsers:  # a command's own subcommands (pcedge triton repo|serve) are held to the same rules
+            formatter = sub._get_formatter()
+            for action in sub._actions:
+                assert action.help, f"pcedge {name} {action.option_strings or action.dest} has no help text"
+                shown = formatter._expand_help(action) if action.help is not argparse.SUPPRESS else ""
+                assert shown.count("default") <= 1, f"pcedge {name} {action.option_strings}: {shown!r} says its default twice"
 
 
 def test_version_and_python_dash_m():

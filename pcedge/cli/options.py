@@ -62,7 +62,8 @@ def patch_text(text: str) -> str:
 def model_file(text: str) -> Path:
     """An existing model file; a folder gets the files it holds named."""
     if text.startswith("triton://"):
-        raise argparse.ArgumentTypeError(f"{text}: this command needs a model file (triton:// models serve predict and run)")
+        raise argparse.ArgumentTypeError(f"{text}: this command runs a local engine and needs a model file (triton:// models "
+                                         "work with predict and run; benchmarks/bm_triton.py measures a served defense)")
     path = Path(text)
     if path.is_dir():
         inside = sorted(p.name for p in path.glob("*.onnx"))
@@ -223,10 +224,12 @@ def served_model_from_args(args: argparse.Namespace):
         if not sep or not key:
             raise ConfigError(f"--triton-header {item!r}: use KEY=VALUE")
         headers[key] = value
-    read = lambda path: open(path, "rb").read() if path else None  # noqa: E731 - three PEM files, read the same way
+    for path in (args.triton_ca, args.triton_key, args.triton_cert):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{path} does not exist (a PEM file for the Triton client's TLS)")
     options = ClientOptions(timeout_s=args.triton_timeout, reconnect_s=getattr(args, "reconnect", 30.0),
                             max_in_flight=args.triton_in_flight, ssl=args.triton_ssl or bool(args.triton_ca),
-                            root_certificates=read(args.triton_ca), private_key=read(args.triton_key),
-                            certificate_chain=read(args.triton_cert), headers=headers)
+                            root_certificates=args.triton_ca, private_key=args.triton_key, certificate_chain=args.triton_cert,
+                            headers=headers)
     masks = mask_spec_from_args(args)
     return ServedDefense(args.model, masks=None if masks == MaskSpec() else masks, options=options)

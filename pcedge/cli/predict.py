@@ -73,5 +73,6 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="image files, folders of images, or globs (quote them)")
     add_engine_options(p, servable=True)
     p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("--reconnect", type=float, default=30.0, help="seconds to keep retrying an unreachable Triton server (triton:// models)")
 
 

@@ -117,7 +117,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     cam.add_argument("--height", type=int, default=0, help="requested capture height")
     cam.add_argument("--rate", type=float, default=0.0, help="requested capture frame rate")
     cam.add_argument("--codec", default="", help="camera FOURCC, e.g. MJPG or YUYV")
-    cam.add_argument("--reconnect", type=float, default=30.0, help="seconds to keep reopening a lost live source")
+    cam.add_argument("--reconnect", type=float, default=30.0, help="seconds to keep reopening a lost live source (and retrying an unreachable Triton server)")
     cam.add_argument("--stall-timeout", type=float, default=5.0, help="seconds without a frame before a live source counts as stalled")
     cam.add_argument("--rtsp-backend", choices=["ffmpeg", "gstreamer"], default="ffmpeg",
                      help="read rtsp:// with OpenCV's FFmpeg, or with GStreamer (H.264; on a Jetson its hardware decoder; "

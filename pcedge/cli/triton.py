@@ -57,7 +57,8 @@ def _serve(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with TritonServer(args.repo, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-                          metrics_port=args.metrics_port, log_file=args.log, python=args.python) as server:
+                          metrics_port=args.metrics_port, log_file=args.log, python=args.python,
+                          extra_args=args.server_arg) as server:
             for model in _defenses(Path(args.repo)):
                 log.info("warming up %s (its drivers measure the classifier's latency curve once)", model)
                 log.info("%s ready after %.1f s", model, warm_up(server.grpc_url, model))
@@ -96,7 +97,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
     from ..runtime.driver import SECOND_ROUND_MODES
     from ..serve.repository import CLASSIFIER_KINDS, DEVICES
 
-    sub = p.add_subparsers(dest="triton_command", metavar="{repo,serve}", required=True)
+    sub = p.add_subparsers(dest="triton_command", metavar="{repo,serve}", required=True,
+                           help="repo: write a model repository; serve: run tritonserver on one")
     repo = sub.add_parser("repo", help="write a Triton model repository for an exported model",
                           formatter_class=p.formatter_class)
     repo.add_argument("--model", required=True, type=model_file, help="an ONNX model exported by pcedge export")
@@ -107,7 +109,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
                            "python: ONNX Runtime inside the Python backend (the pip server, CPU hosts)")
     repo.add_argument("--device", choices=DEVICES, default="cpu", help="where the classifier's instances run")
     repo.add_argument("--instances", type=positive_int, default=1, help="instances of each model")
-    repo.add_argument("--classifier-batch", type=positive_int, help="images per classifier execution, a multiple of K (default 4K)")
+    repo.add_argument("--classifier-batch", type=positive_int, help="images per classifier execution, a multiple of K (default: K on a CPU, where larger calls were measured "
+                           "slower; 4K on a GPU)")
     repo.add_argument("--frames-batch", type=positive_int, default=8, help="frames (of any cameras) per defense execution")
     repo.add_argument("--queue-delay-us", type=non_negative_int, default=2000,
                       help="how long the defense's batcher waits for other cameras' frames")
@@ -119,9 +122,12 @@ def add_options(p: argparse.ArgumentParser) -> None:
                            formatter_class=p.formatter_class)
     serve.add_argument("--repo", required=True, help="a repository made by pcedge triton repo")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface, for cameras elsewhere)")
-    serve.add_argument("--grpc-port", type=positive_int, default=8001, help="gRPC port (what triton:// URIs name)")
-    serve.add_argument("--http-port", type=positive_int, default=8000, help="HTTP port (health, statistics)")
-    serve.add_argument("--metrics-port", type=positive_int, default=8002, help="Prometheus metrics port")
+    serve.add_argument("--grpc-port", type=non_negative_int, default=8001, help="gRPC port (what triton:// URIs name; 0: a free one)")
+    serve.add_argument("--http-port", type=non_negative_int, default=8000, help="HTTP port (health, statistics)")
+    serve.add_argument("--metrics-port", type=non_negative_int, default=8002, help="Prometheus metrics port")
     serve.add_argument("--python", help="the Python the defense runs in: needs pcedge, onnxruntime and numpy<2 "
                                         "(default: this one)")
     serve.add_argument("--log", help="append the server's own log to this file")
+    serve.add_argument("--server-arg", action="append", default=[], metavar="=FLAG",
+                       help="a tritonserver flag passed as is, e.g. --server-arg=--grpc-use-ssl=true (with --grpc-server-cert, "
+                            "--grpc-server-key) or --server-arg=--grpc-restricted-protocol=inference:token=SECRET (repeatable)")

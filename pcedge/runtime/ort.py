@@ -61,6 +61,7 @@ class OrtEngine(Engine):
         threads: int | None = None,
         cache_dir: str | Path | None = None,
         name: str | None = None,
+        spinning: bool = True,
     ) -> None:
         if backend not in PROVIDERS:
             raise EngineError(f"unknown ONNX Runtime backend {backend!r}; choose one of {sorted(PROVIDERS)}")
@@ -71,6 +72,7 @@ class OrtEngine(Engine):
         self._max_batch = int(max_batch)
         self._fp16 = fp16
         self._threads = threads
+        self._spinning = spinning  # False: idle threads sleep (a server sharing its cores with other work)
         self._cache_dir = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "pcedge" / "ort-trt"
         self._session = None
         self._meta: InputMetadata | None = None
@@ -99,6 +101,8 @@ class OrtEngine(Engine):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self._threads:
             options.intra_op_num_threads = self._threads
+        if not self._spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.backend == "ort-trt":
             self._cache_dir.mkdir(parents=True, exist_ok=True)
         if self.device == "cuda":

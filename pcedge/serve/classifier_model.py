@@ -29,7 +29,9 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         threads = int(params.get("intra_op_threads", "0")) or None
-        self.engine = OrtEngine(path, backend="ort", max_batch=int(config["max_batch_size"]), threads=threads).activate()
+        # no spinning: between calls the cores go to the defense's masking and Triton's own threads, not to idle ORT workers
+        self.engine = OrtEngine(path, backend="ort", max_batch=int(config["max_batch_size"]), threads=threads,
+                                spinning=params.get("ort_allow_spinning", "0") == "1").activate()
         self.input_name = self.engine.input_metadata.name
 
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -38,7 +40,8 @@ class TritonPythonModel:
         try:
             batches = [np.asarray(pb.get_input_tensor_by_name(r, self.input_name).as_numpy(), np.float32) for r in requests]
             wanted = sorted({name for r in requests for name in (r.requested_output_names() or OUTPUTS)})
-            outputs = self.engine.run_outputs(np.ascontiguousarray(np.concatenate(batches)), wanted)
+            images = batches[0] if len(batches) == 1 else np.concatenate(batches)
+            outputs = self.engine.run_outputs(np.ascontiguousarray(images), wanted)
         except EngineError as exc:
             return [pb.InferenceResponse(error=pb.TritonError(str(exc))) for _ in requests]
         responses, start = [], 0

@@ -59,7 +59,7 @@ class ClientOptions:
     reconnect_s: float = 30.0  # how long an unreachable server is retried before frames count as lost
     max_in_flight: int = 8
     ssl: bool = False
-    root_certificates: str | None = None
+    root_certificates: str | None = None  # PEM file paths, as tritonclient takes them
     private_key: str | None = None
     certificate_chain: str | None = None
     headers: dict[str, str] = field(default_factory=dict)

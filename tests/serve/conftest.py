@@ -49,7 +49,7 @@ def repository(tmp_path_factory, lite0_onnx) -> Path:
     out = tmp_path_factory.mktemp("triton") / "repo"
     write_repository(lite0_onnx, out, RepositoryOptions(name="lite0", classifier="python"))
     write_repository(tiny_bicubic_model(out.parent), out, RepositoryOptions(name="tiny", classifier="python", frames_batch=8,
-                                                                          queue_delay_us=20000))
+                                                                          queue_delay_us=20000, classifier_batch=4 * 36))
     return out
 
 

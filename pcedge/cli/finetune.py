@@ -6,14 +6,20 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
+from ..errors import ConfigError
 from .options import add_mask_options, add_preprocessing_options, mask_spec_from_args, positive_int, preprocessing_overrides
 
 log = logging.getLogger("pcedge")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.unlabeled:
+        return _distill(args)
+    if not args.data:
+        raise ConfigError("give --data (labelled images) or --unlabeled (footage: self-distillation without labels)")
     from ..evaluation.datasets import load_dataset
     from ..export import export_onnx, load_model
     from ..export.finetune import FinetuneConfig, preprocess_dataset, train
@@ -24,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     mask_set = mask_spec_from_args(args).build(spec.input_size)
     dataset = load_dataset(args.data, class_names=labels, split=args.split)
     images, targets = preprocess_dataset(dataset, spec, dataset.subset(args.limit, args.seed), progress=not (args.no_progress or args.quiet))
-    config = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed or 0,
+    config = FinetuneConfig(epochs=args.epochs, lr=args.lr or 2e-3, batch_size=args.batch_size or 128, seed=args.seed or 0,
                             mask_size=None if args.plain else mask_set.mask_size, windows=args.windows)
     print(f"# training {loaded.name} on {len(images)} images of {dataset.name}; "
           + ("plain (no masks)" if args.plain else f"{args.windows} random {mask_set.mask_size[0]}x{mask_set.mask_size[1]} masks per image"),
@@ -37,32 +43,93 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill(args: argparse.Namespace) -> int:
+    from ..evaluation.datasets import load_dataset
+    from ..export import export_onnx, load_model
+    from ..export.distill import DistillConfig, Distiller, read_footage
+    from ..export.finetune import preprocess_dataset
+
+    loaded = load_model(args.model, args.checkpoint)
+    overrides = preprocessing_overrides(args)
+    if "image_size" not in loaded.defaults and overrides["input_size"] is None:
+        raise ConfigError(f"{loaded.name} records no preprocessing: pass the teacher's --image-size, --mean, --std and "
+                          "--crop-pct (and --interpolation) as it was trained, or the distilled model would learn other pixels")
+    spec = loaded.preprocessing(overrides)
+    mask_set = mask_spec_from_args(args).build(spec.input_size)
+    quiet = args.no_progress or args.quiet
+    config = DistillConfig(max_steps=args.max_steps, max_minutes=args.max_minutes, batch_size=args.batch_size or 24, lr=args.lr or 1e-4,
+                           temperature=args.temperature, unmasked_weight=args.unmasked_weight, validate_every=args.validate_every,
+                           patience=args.patience, validation_fraction=args.val_fraction, seed=args.seed or 0)
+    footage = read_footage(args.unlabeled, spec, max_frames=args.max_frames, every=args.every,
+                           validation_fraction=args.val_fraction, progress=not quiet)
+    labelled = None
+    if args.data:
+        dataset = load_dataset(args.data, class_names=spec.class_names, split=args.split)
+        labelled = preprocess_dataset(dataset, spec, dataset.subset(args.limit, args.seed), progress=not quiet)
+    distiller = Distiller(loaded.module, mask_set, config)
+    if args.resume:
+        distiller.resume(args.resume)
+    recipe = ("masked self-distillation (teacher: the original model; KL at T=%g on one/two-mask and unmasked views)%s"
+              % (config.temperature, f" + labelled masked cross-entropy on {len(labelled[0])} images" if labelled else ", no labels"))
+    print(f"# {loaded.name}: {recipe}; {len(footage.train)} training frames, {len(footage.validation)} held out "
+          f"({', '.join(s['source'] for s in footage.sources)}); K={len(mask_set)} masks", file=sys.stderr)
+    result = distiller.fit(footage, labelled=labelled, checkpoint=args.save_checkpoint or args.resume, progress=not quiet)
+    print(f"# {result.stopped}; best at step {result.best.get('step')}: held-out mask agreement {result.best['mask_agreement']:.3f}, "
+          f"teacher agreement {result.best.get('teacher_agreement', 0):.3f} ({result.seconds / 60:.1f} min)", file=sys.stderr)
+    training = {"recipe": recipe, "teacher": loaded.name, "teacher_sha256": result.teacher_sha256, "steps": result.steps,
+                "stopped": result.stopped, "best": result.best, "history": result.history, "sources": footage.sources,
+                "training_frames": len(footage.train), "labelled_images": len(labelled[0]) if labelled else 0,
+                "labelled_data": str(args.data) if args.data else None, "config": asdict(config),
+                "threat": mask_set.threat.describe(), "num_masks": len(mask_set)}
+    report = export_onnx(loaded.module, args.out, spec=spec, labels=list(spec.class_names) or None,
+                         source_name=f"{loaded.name} (masked self-distillation)", metadata={"pcedge.training": json.dumps(training)})
+    print(report.summary())
+    print(json.dumps({"stopped": result.stopped, "best": result.best, "history": result.history}))
+    return 0
+
+
 PARSER = dict(
     help="train / fine-tune a PyTorch classifier with masks (the paper's recipe), then export it",
     description="Fine-tune with random mask-sized windows (0 after normalization) so masked images stay classifiable.",
     epilog="examples:\n"
            "  pcedge finetune --model fashion-cnn --data /usr/share/datasets/fashion-mnist --split train \\\n"
            "      --patch 2% --epochs 4 --out fmnist_masked.onnx\n"
-           "  pcedge finetune --model my_pkg.nets:build --checkpoint w.pt --data train_folder/ --out masked.onnx",
+           "  pcedge finetune --model my_pkg.nets:build --checkpoint w.pt --data train_folder/ --out masked.onnx\n"
+           "  pcedge finetune --model efficientnet-lite0 --unlabeled lobby.mp4 --unlabeled 'yard/*.jpg' --max-minutes 60 \\\n"
+           "      --save-checkpoint lite0_distill.pt --out lite0_cam.onnx          # no labels: the camera's own footage\n"
+           "  pcedge finetune --model efficientnet-lite0 --unlabeled lobby.mp4 --resume lite0_distill.pt --out lite0_cam.onnx",
 )
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="efficientnet-lite0 | fashion-cnn | timm:<name> | package.module:factory")
     p.add_argument("--checkpoint", help="weights to start from (TorchScript, pickled module or state_dict)")
-    p.add_argument("--data", required=True, help="training images: class folders, IDX files or .npz")
+    p.add_argument("--data", help="labelled training images: class folders, IDX files or .npz (with --unlabeled: mixed in)")
     p.add_argument("--split", default="train", choices=["train", "test"], help="which IDX pair in a folder holding both")
     p.add_argument("--out", required=True, type=Path, help="the .onnx file to write")
     add_mask_options(p)
     p.add_argument("--plain", action="store_true", help="train without masks (the baseline)")
     p.add_argument("--windows", type=int, default=2, help="masks per training image")
     p.add_argument("--epochs", type=positive_int, default=3, help="passes over the training images")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (one-cycle schedule)")
-    p.add_argument("--batch-size", type=positive_int, default=128, help="images per optimizer step")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 with labels, 1e-4 for --unlabeled)")
+    p.add_argument("--batch-size", type=positive_int, help="images per optimizer step (default: 128 with labels, 24 frames for --unlabeled)")
     p.add_argument("--limit", type=positive_int, help="train on N images only")
     p.add_argument("--seed", type=int, default=0, help="seed for the weights' shuffling, the masks and --limit's draw")
-    p.add_argument("--save-checkpoint", help="write the state_dict here after every epoch (.pt)")
+    p.add_argument("--save-checkpoint", help="write a checkpoint here after every epoch (with --unlabeled: every validation) (.pt)")
     add_preprocessing_options(p, exporting=True)
+    free = p.add_argument_group("without labels (masked self-distillation from the original model)")
+    free.add_argument("--unlabeled", action="append", metavar="SOURCE",
+                      help="footage to learn from: any source pcedge run takes (video, folder, glob, camera, stream); repeatable")
+    free.add_argument("--max-frames", type=positive_int, default=600, help="frames read per source")
+    free.add_argument("--every", type=positive_int, default=1, help="keep every N-th frame (neighbouring frames repeat each other)")
+    free.add_argument("--val-fraction", type=float, default=0.15, help="the later part of each source held out for validation")
+    free.add_argument("--max-steps", type=positive_int, default=2000, help="optimizer steps at most")
+    free.add_argument("--max-minutes", type=float, default=60.0, help="training time at most")
+    free.add_argument("--validate-every", type=positive_int, default=100, help="steps between held-out validations")
+    free.add_argument("--patience", type=positive_int, default=4, help="validations without a better mask agreement before stopping")
+    free.add_argument("--temperature", type=float, default=2.0, help="distillation temperature")
+    free.add_argument("--unmasked-weight", type=float, default=0.5, help="weight of the unmasked view's term (keeps clean labels)")
+    free.add_argument("--resume", help="continue from this checkpoint (--save-checkpoint's file), and keep saving there")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (as -q, but keeps the log lines)")
 
 

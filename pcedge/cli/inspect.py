@@ -11,7 +11,7 @@ from ..preprocess import METADATA_KEY
 from ..util.optional import is_available
 from .options import model_file
 
-JSON_KEYS = (METADATA_KEY, "pcedge.quantization", "pcedge.outputs", "pcedge.num_classes")
+JSON_KEYS = (METADATA_KEY, "pcedge.quantization", "pcedge.outputs", "pcedge.num_classes", "pcedge.training")
 """Metadata entries stored as JSON text; ``--json`` shows them as JSON values, not strings inside strings."""
 
 
@@ -54,7 +54,12 @@ def inspect_onnx(path: str | Path) -> dict:
                      f"agreement with FP32 {100 * quant.get('label_agreement_fp32', 0):.1f}% on held-out masked images"
                      + (" (written with --force)" if quant.get("forced") else "")
                      + (f"; quantized on {made.get('cpu')} ({made.get('int8_arithmetic')})" if made else ""))
-    lines += [f"  {k}: {v}" for k, v in info["metadata"].items() if k not in (METADATA_KEY, "pcedge.quantization")]
+    training = info["metadata"].get("pcedge.training")
+    if isinstance(training, dict):
+        lines.append(f"  fine-tuned: {training.get('recipe')}; teacher weights {str(training.get('teacher_sha256'))[:16]}; "
+                     f"{training.get('steps')} steps on {training.get('training_frames')} frames of {len(training.get('sources', []))} "
+                     f"source(s); best held-out mask agreement {training.get('best', {}).get('mask_agreement')}; {training.get('stopped')}")
+    lines += [f"  {k}: {v}" for k, v in info["metadata"].items() if k not in (METADATA_KEY, "pcedge.quantization", "pcedge.training")]
     from ..runtime.latency import LatencyCurveCache
     from ..runtime.modelfile import file_sha256
 

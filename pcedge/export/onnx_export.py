@@ -75,11 +75,13 @@ def export_onnx(
     exporter: str = "auto",
     source_name: str = "",
     tolerance: float = 1e-3,
+    metadata: dict[str, str] | None = None,
 ) -> ExportReport:
     """Export ``model`` (an ``nn.Module`` mapping [N, 3, H, W] float to [N, classes]) to one ONNX file.
 
     The preprocessing recorded is ``spec`` with the explicit ``image_size``/``mean``/``std``/``crop_pct``/
     ``interpolation`` over it (:func:`pcedge.preprocess.resolve_spec`; unset fields: PreprocessSpec's defaults).
+    ``metadata`` adds entries (e.g. ``pcedge.training``: how a fine-tuned model was made).
     """
     torch = require("torch", "export")
     require("onnx", "export checks")
@@ -105,7 +107,7 @@ def export_onnx(
     try:
         with writing(path) as tmp:
             used = _run_exporter(head, sample, tmp, opset, exporter, argmax, max_batch)
-            _finalize(tmp, spec, source_name, used, opset, num_classes, argmax)
+            _finalize(tmp, spec, source_name, used, opset, num_classes, argmax, metadata or {})
             parity = check_parity(model, tmp, spec, tolerance=tolerance)
     except PcedgeError:
         raise
@@ -180,7 +182,8 @@ def _run_exporter(head, sample, tmp: Path, opset: int, exporter: str, argmax: bo
     raise ExportError("every exporter failed: " + "; ".join(errors))
 
 
-def _finalize(tmp: Path, spec: PreprocessSpec, source_name: str, exporter: str, opset: int, num_classes: int, argmax: bool) -> None:
+def _finalize(tmp: Path, spec: PreprocessSpec, source_name: str, exporter: str, opset: int, num_classes: int, argmax: bool,
+              extra: dict[str, str]) -> None:
     """Check, infer shapes, optionally simplify, pin the I/O names and write the metadata."""
     import onnx
     import torch
@@ -199,6 +202,7 @@ def _finalize(tmp: Path, spec: PreprocessSpec, source_name: str, exporter: str, 
         "pcedge.exporter": f"{exporter} (torch {torch.__version__}, onnx {onnx.__version__})",
         "pcedge.num_classes": str(num_classes),
         "pcedge.outputs": json.dumps([LOGITS_NAME, LABELS_NAME] if argmax else [LOGITS_NAME]),
+        **extra,
     }
     stamp_metadata(model, meta, keep=False)
     onnx.save_model(model, str(tmp), save_as_external_data=False)

@@ -4,9 +4,12 @@ the same way wherever it appears, and the few argument types behind them."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..errors import ConfigError
 from ..preprocess import INTERPOLATIONS
@@ -233,3 +236,23 @@ def served_model_from_args(args: argparse.Namespace):
                             headers=headers)
     masks = mask_spec_from_args(args)
     return ServedDefense(args.model, masks=None if masks == MaskSpec() else masks, options=options)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[tuple[threading.Event, list[int]]]:
+    """While the block runs, SIGINT and SIGTERM set the event (and are recorded) instead of raising, so a long
+    command finishes its recording, summary or server shutdown; the previous handlers come back afterwards.
+    The command then exits 128 + the first signal (130, 143)."""
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop, received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -8,15 +8,12 @@ import logging
 from ..alarm import DEFAULT_WINDOW, parse_window
 from ..errors import ConfigError
 from ..util.files import write_json
-from .options import EXIT_CODES, add_engine_options, announce_engine, defended_model_from_args, positive_int
+from .options import EXIT_CODES, add_engine_options, announce_engine, defended_model_from_args, positive_int, stop_on_signals
 
 log = logging.getLogger("pcedge")
 
 
 def run(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
     from ..video import RunOptions, SourceOptions
     from ..video import run as run_stream
     from ..video.framelog import format_summary
@@ -39,15 +36,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             log.info("no display and no --output: running headless%s",
                      "" if args.log else " (add --log FILE for one JSON line per frame, --output FILE for a video)")
-    stop = threading.Event()
-    received: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        received.append(signum)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_on_signals() as (stop, received):
         options = RunOptions(output=output, log_path=args.log, fps_limit=args.fps_limit, max_frames=args.max_frames,
                              show_masks=not args.no_mask_overlay, show_undefended=args.show_undefended, alarm=args.alarm,
                              progress=not args.quiet)
@@ -59,9 +48,6 @@ def run(args: argparse.Namespace) -> int:
                                    gather_s=args.gather_ms / 1e3)
             else:
                 summary = run_stream(model, args.source[0], source_options, options, stop=stop)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     print(format_many(summary) if many else format_summary(summary))
     if args.json:
         write_json(args.json, summary)

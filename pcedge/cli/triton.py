@@ -14,6 +14,7 @@ from .options import (
     non_negative_int,
     positive_int,
     preprocessing_overrides,
+    stop_on_signals,
 )
 
 log = logging.getLogger("pcedge")
@@ -41,21 +42,10 @@ def _repo(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
     from ..serve.client import warm_up
     from ..serve.server import TritonServer
 
-    stop = threading.Event()
-    received: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        received.append(signum)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_on_signals() as (stop, received):
         with TritonServer(args.repo, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                           metrics_port=args.metrics_port, log_file=args.log, python=args.python,
                           extra_args=args.server_arg) as server:
@@ -70,9 +60,6 @@ def _serve(args: argparse.Namespace) -> int:
                               f"; its log: {args.log}" if args.log else "; rerun with --log FILE to keep its log")
                     return 1
             log.info("stopping tritonserver (in-flight requests finish first)")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 128 + received[0] if received else 0
 
 

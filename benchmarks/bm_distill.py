@@ -20,6 +20,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,10 +34,12 @@ OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 MATE_NATURE = Path("/usr/share/backgrounds/mate/nature")
 OPENCV_PHOTOS = ("aero1.jpg", "aero3.jpg", "apple.jpg", "baboon.jpg", "building.jpg", "butterfly.jpg", "fruits.jpg", "home.jpg",
                  "messi5.jpg", "orange.jpg", "starry_night.jpg", "stuff.jpg", "squirrel_cls.jpg", "HappyFish.jpg", "lena.jpg",
-                 "board.jpg", "leuvenA.jpg", "graf1.png", "smarties.png", "rubberwhale1.png", "basketball1.png")
+                 "board.jpg", "leuvenA.jpg", "graf1.png", "smarties.png", "rubberwhale1.png", "basketball1.png", "aloeL.jpg",
+                 "box_in_scene.png", "ela_original.jpg", "licenseplate_motion.jpg", "pca_test1.jpg", "chicky_512.png",
+                 "Blender_Suzanne1.jpg", "cards.png", "left.jpg")
 TRAIN_CUTS = {"vtest.avi": 600, "tree.avi": 48, "Megamind.avi": None}  # tree.avi decodes 68 frames  # the later frames are the "next week" evaluation
 WORK = ROOT / "demo_out" / "distill"
-VIEWS_PER_PHOTO = 16
+VIEWS_PER_PHOTO = 24
 
 
 def cut_clip(source: Path, out: Path, end: int | None) -> int:
@@ -55,11 +58,10 @@ def cut_clip(source: Path, out: Path, end: int | None) -> int:
     return n
 
 
-def photo_pans(out: Path, size: tuple[int, int] = (720, 1280)) -> int:
-    """Camera-like pans (pcedge.evaluation.democlip.camera_view) over the training photos, one FFV1 clip."""
+def photo_pans(photos: list[Path], out: Path, size: tuple[int, int] = (720, 1280)) -> int:
+    """Camera-like pans (pcedge.evaluation.democlip.camera_view) over training photos, one FFV1 clip."""
     from pcedge.evaluation.democlip import camera_view
 
-    photos = sorted(MATE_NATURE.glob("*.jpg")) + [OPENCV_DATA / name for name in OPENCV_PHOTOS if (OPENCV_DATA / name).is_file()]
     writer = cv2.VideoWriter(str(out), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"FFV1"), 25, (size[1], size[0]))
     n = 0
     for path in photos:
@@ -79,7 +81,9 @@ def prepare(args: argparse.Namespace) -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     for name, end in TRAIN_CUTS.items():
         print(f"{name}: {cut_clip(OPENCV_DATA / name, WORK / f'train_{Path(name).stem}.avi', end)} training frames")
-    print(f"photo pans: {photo_pans(WORK / 'train_photo_pans.avi')} frames")
+    for name, photos in (("mate", sorted(MATE_NATURE.glob("*.jpg"))),
+                         ("opencv", [OPENCV_DATA / n for n in OPENCV_PHOTOS if (OPENCV_DATA / n).is_file()])):
+        print(f"photo pans ({name}): {photo_pans(photos, WORK / f'train_pans_{name}.avi')} frames")
 
 
 def train(args: argparse.Namespace) -> None:
@@ -90,8 +94,11 @@ def train(args: argparse.Namespace) -> None:
     if not clips:
         raise SystemExit("run 'prepare' first")
     command = [sys.executable, "-m", "pcedge", "finetune", "--model", "efficientnet-lite0", "--out", str(WORK / "lite0_distilled.onnx"),
-               "--every", "3", "--max-frames", "200", "--max-minutes", str(args.minutes), "--max-steps", str(args.steps),
-               "--validate-every", str(args.validate_every), "--save-checkpoint", str(WORK / "lite0_distill.pt")]
+               "--every", "3", "--max-frames", "240", "--max-minutes", str(args.minutes), "--max-steps", str(args.steps),
+               "--validate-every", str(args.validate_every), "--save-checkpoint", str(WORK / "lite0_distill.pt"),
+               "--lr", str(args.lr), "--unmasked-weight", str(args.unmasked_weight),
+               "--pseudo-label-weight", str(args.pseudo_label_weight),
+               "--patience", str(args.patience), "--batch-size", str(args.batch_size)]
     for clip in clips:
         command += ["--unlabeled", str(clip)]
     if args.resume:
@@ -172,19 +179,24 @@ def int8_metrics(model_path: Path, calibration: list[np.ndarray], held_out: list
 
 
 def demo_metrics(pc, workdir: Path) -> dict:
-    """The demo's patched segment, lossless and as cameras compress it: patch level share, defended label a cup."""
+    """The demo's patched segment, lossless and as cameras compress it: how often the patch fools the plain model,
+    the share of frames at the patch level, and how often the defended label is still one of the cup's classes."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bm_alarm import sequences
 
     from pcedge.cli.demo import AVOID
 
+    workdir.mkdir(parents=True, exist_ok=True)
     out = {}
-    for name, (threat, frames) in sequences(pc, workdir, 0).items():
-        if threat != "inside" or "demo clip" not in name or not frames:
-            continue
-        results = [pc.predict(f) for f in frames]
-        out[name] = {"frames": len(frames), "patch_level_rate": round(sum(r.level == "patch" for r in results) / len(frames), 3),
-                     "defended_label_cup_rate": round(sum(r.label in AVOID for r in results) / len(frames), 3)}
+    with tempfile.TemporaryDirectory(dir=workdir) as scratch:
+        for name, (threat, frames) in sequences(pc, Path(scratch), 1).items():
+            if threat != "inside" or "demo clip" not in name or not frames:
+                continue
+            results = [pc.predict(f) for f in frames]
+            out[name] = {"frames": len(frames),
+                         "undefended_fooled_rate": round(float(np.mean([pc.predict_undefended(f) not in AVOID for f in frames])), 3),
+                         "patch_level_rate": round(sum(r.level == "patch" for r in results) / len(frames), 3),
+                         "defended_label_cup_rate": round(sum(r.label in AVOID for r in results) / len(frames), 3)}
     return out
 
 
@@ -199,7 +211,7 @@ def evaluate(args: argparse.Namespace) -> None:
     unseen = camera_frames(48)
     later = {"vtest.avi frames 600-794 (every 4th)": frames_of(OPENCV_DATA / "vtest.avi", 600, None, 4),
              "tree.avi frames 48-67": frames_of(OPENCV_DATA / "tree.avi", 48, None, 1)}
-    calibration = frames_of(WORK / "train_photo_pans.avi", 0, None, 16)
+    calibration = frames_of(WORK / "train_pans_opencv.avi", 0, None, 16)
     report = {"machine": machine_info(), "training": json.loads(_metadata(student)["pcedge.training"]), "models": {}}
     for name, path in (("teacher", teacher), ("distilled", student)):
         row = {}
@@ -228,7 +240,12 @@ def main() -> None:
     t = sub.add_parser("train", help="run pcedge finetune --unlabeled on them")
     t.add_argument("--minutes", type=float, default=35.0)
     t.add_argument("--steps", type=int, default=5000)
-    t.add_argument("--validate-every", type=int, default=60)
+    t.add_argument("--validate-every", type=int, default=25)
+    t.add_argument("--lr", type=float, default=3e-5)
+    t.add_argument("--unmasked-weight", type=float, default=1.0)
+    t.add_argument("--batch-size", type=int, default=24)
+    t.add_argument("--pseudo-label-weight", type=float, default=1.0)
+    t.add_argument("--patience", type=int, default=6)
     t.add_argument("--resume", action="store_true")
     e = sub.add_parser("evaluate", help="before and after, on footage the training never saw")
     e.add_argument("--json", type=Path)

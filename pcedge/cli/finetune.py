@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 def _distill(args: argparse.Namespace) -> int:
     from ..evaluation.datasets import load_dataset
     from ..export import export_onnx, load_model
-    from ..export.distill import DistillConfig, Distiller, read_footage
+    from ..export.distill import DistillConfig, Distiller, guarded_agreement, read_footage
     from ..export.finetune import preprocess_dataset
 
     loaded = load_model(args.model, args.checkpoint)
@@ -58,7 +58,8 @@ def _distill(args: argparse.Namespace) -> int:
     mask_set = mask_spec_from_args(args).build(spec.input_size)
     quiet = args.no_progress or args.quiet
     config = DistillConfig(max_steps=args.max_steps, max_minutes=args.max_minutes, batch_size=args.batch_size or 24, lr=args.lr or 1e-4,
-                           temperature=args.temperature, unmasked_weight=args.unmasked_weight, validate_every=args.validate_every,
+                           temperature=args.temperature, unmasked_weight=args.unmasked_weight,
+                           pseudo_label_weight=args.pseudo_label_weight, validate_every=args.validate_every,
                            patience=args.patience, validation_fraction=args.val_fraction, seed=args.seed or 0)
     footage = read_footage(args.unlabeled, spec, max_frames=args.max_frames, every=args.every,
                            validation_fraction=args.val_fraction, progress=not quiet)
@@ -69,13 +70,15 @@ def _distill(args: argparse.Namespace) -> int:
     distiller = Distiller(loaded.module, mask_set, config)
     if args.resume:
         distiller.resume(args.resume)
-    recipe = ("masked self-distillation (teacher: the original model; KL at T=%g on one/two-mask and unmasked views)%s"
-              % (config.temperature, f" + labelled masked cross-entropy on {len(labelled[0])} images" if labelled else ", no labels"))
+    recipe = ("masked self-distillation (teacher: the original model; on one/two-mask and unmasked views KL at T=%g + %g x "
+              "cross-entropy with the teacher's top-1 where its probability >= %g; unmasked views weighted %g)%s"
+              % (config.temperature, config.pseudo_label_weight, config.confident_probability, config.unmasked_weight,
+                 f" + labelled masked cross-entropy on {len(labelled[0])} images" if labelled else ", no labels"))
     print(f"# {loaded.name}: {recipe}; {len(footage.train)} training frames, {len(footage.validation)} held out "
           f"({', '.join(s['source'] for s in footage.sources)}); K={len(mask_set)} masks", file=sys.stderr)
     result = distiller.fit(footage, labelled=labelled, checkpoint=args.save_checkpoint or args.resume, progress=not quiet)
     print(f"# {result.stopped}; best at step {result.best.get('step')}: held-out mask agreement {result.best['mask_agreement']:.3f}, "
-          f"teacher agreement {result.best.get('teacher_agreement', 0):.3f} ({result.seconds / 60:.1f} min)", file=sys.stderr)
+          f"teacher agreement {guarded_agreement(result.best):.3f} ({result.seconds / 60:.1f} min)", file=sys.stderr)
     training = {"recipe": recipe, "teacher": loaded.name, "teacher_sha256": result.teacher_sha256, "steps": result.steps,
                 "stopped": result.stopped, "best": result.best, "history": result.history, "sources": footage.sources,
                 "training_frames": len(footage.train), "labelled_images": len(labelled[0]) if labelled else 0,
@@ -128,7 +131,10 @@ def add_options(p: argparse.ArgumentParser) -> None:
     free.add_argument("--validate-every", type=positive_int, default=100, help="steps between held-out validations")
     free.add_argument("--patience", type=positive_int, default=4, help="validations without a better mask agreement before stopping")
     free.add_argument("--temperature", type=float, default=2.0, help="distillation temperature")
-    free.add_argument("--unmasked-weight", type=float, default=0.5, help="weight of the unmasked view's term (keeps clean labels)")
+    free.add_argument("--unmasked-weight", type=float, default=1.0, help="weight of the unmasked view's terms (keeps clean labels)")
+    free.add_argument("--pseudo-label-weight", type=float, default=1.0,
+                      help="weight of the cross-entropy with the teacher's top-1 label where the teacher is confident "
+                           "(builds the margin masks need; 0: soft KL only)")
     free.add_argument("--resume", help="continue from this checkpoint (--save-checkpoint's file), and keep saving there")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (as -q, but keeps the log lines)")
 

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from pcedge.cli import main  # noqa: E402
 from pcedge.errors import ConfigError, DatasetError  # noqa: E402
-from pcedge.export.distill import DistillConfig, Distiller, read_footage  # noqa: E402
+from pcedge.export.distill import MIN_CONFIDENT_FRAMES, DistillConfig, Distiller, guarded_agreement, read_footage  # noqa: E402
 from pcedge.masks import MaskSpec  # noqa: E402
 from pcedge.preprocess import PreprocessSpec  # noqa: E402
 from tests.models import SmallCNN  # noqa: E402
@@ -55,7 +55,7 @@ def test_training_validates_keeps_the_best_and_resumes_where_it_stopped(tmp_path
     result = first.fit(footage, checkpoint=tmp_path / "ckpt.pt", progress=False)
     assert result.steps == 6 and [row["step"] for row in result.history] == [0, 3, 6]
     assert result.history[0]["teacher_agreement"] == 1.0  # the student starts as the teacher
-    assert result.best["mask_agreement"] == max(r["mask_agreement"] for r in result.history if r["teacher_agreement"] >= 0.9)
+    assert result.best["mask_agreement"] == max(r["mask_agreement"] for r in result.history if guarded_agreement(r) >= 0.9)
     longer = Distiller(student(), masks, DistillConfig(max_steps=9, batch_size=8, validate_every=3, lr=1e-3, patience=10))
     longer.resume(tmp_path / "ckpt.pt")
     resumed = longer.fit(footage, progress=False)
@@ -63,6 +63,13 @@ def test_training_validates_keeps_the_best_and_resumes_where_it_stopped(tmp_path
     other = SmallCNN()
     with pytest.raises(ConfigError, match="another teacher"):
         Distiller(other, masks, config).resume(tmp_path / "ckpt.pt")
+
+
+def test_the_guard_counts_confident_teacher_frames_when_there_are_enough():
+    row = {"teacher_agreement": 0.6, "confident_frames": MIN_CONFIDENT_FRAMES, "confident_teacher_agreement": 1.0, "frames": 48}
+    assert guarded_agreement(row) == 1.0
+    assert guarded_agreement({**row, "confident_frames": MIN_CONFIDENT_FRAMES - 1}) == 0.6
+    assert guarded_agreement({**row, "confident_frames": 0, "confident_teacher_agreement": None}) == 0.6
 
 
 def test_a_diverging_run_stops_and_keeps_the_best_checkpoint(tmp_path):

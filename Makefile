@@ -7,7 +7,7 @@ DEMO   := demo_out
 TRITON_VENV  := .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.installed-stamp
 
-.PHONY: demo test test-main test-jetpack test-arm bench clean system-deps
+.PHONY: demo test test-main test-jetpack test-arm bench distill clean system-deps
 
 # Debian packages: the loopback RTSP server of the video tests, Fashion-MNIST (certification), the JetPack-like
 # lane (Debian's python3 with numpy 1.x and an OpenCV built with GStreamer; libav's H.264 decoder for RTSP through
@@ -63,6 +63,16 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# Label-free masked fine-tuning of the demo model and its before/after evaluation (issue 21; about 50 min on
+# 2 cores): training footage from Debian's opencv-doc and mate-backgrounds, H.264 through gst-launch-1.0.
+DISTILL_PKGS := opencv-doc mate-backgrounds gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+                gstreamer1.0-plugins-ugly
+distill: $(STAMP)
+	@$(MAKE) -s system-deps SYSTEM_PKGS="$(DISTILL_PKGS)"
+	$(BIN)/python benchmarks/bm_distill.py prepare
+	$(BIN)/python benchmarks/bm_distill.py train --minutes 35
+	$(BIN)/python benchmarks/bm_distill.py evaluate --json benchmarks/results/distill_cpu.json
 
 clean:
 	rm -rf build $(DEMO) pcedge/*.so .venv-jetpack $(TRITON_VENV)

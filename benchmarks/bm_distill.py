@@ -3,6 +3,7 @@
     python benchmarks/bm_distill.py prepare                      # training clips from Debian packages (offline)
     python benchmarks/bm_distill.py train --minutes 35           # pcedge finetune --unlabeled, the real command
     python benchmarks/bm_distill.py evaluate --json benchmarks/results/distill_cpu.json
+    python benchmarks/bm_distill.py table benchmarks/results/distill_cpu.json   # the Markdown table again
 
 Training footage (all from Debian packages, none of it evaluated): OpenCV's sample videos ``vtest.avi`` (a fixed
 street camera, frames 0-599) and ``tree.avi`` (frames 0-47), ``Megamind.avi`` (all), and camera-like pans over
@@ -225,6 +226,39 @@ def evaluate(args: argparse.Namespace) -> None:
         print(name, json.dumps(row, indent=1), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(markdown(report))
+
+
+def markdown(report: dict) -> str:
+    """The before/after table RESULTS.md quotes, from evaluate's report."""
+    models = report["models"]
+    names = list(models)
+    rows = [("| | " + " | ".join(names) + " |"), "|---|" + "---:|" * len(names)]
+
+    def add(label: str, pick) -> None:
+        rows.append(f"| {label} | " + " | ".join(str(pick(models[n])) for n in names) + " |")
+
+    def clean(key: str, part=None):
+        return lambda m: (m[key] if part is None else m[key][part])
+
+    for title, get in [("unseen scenes", clean("unseen_scenes"))] + [
+            (f"later: {k}", (lambda k: lambda m: m["later_in_time"][k])(k)) for k in next(iter(models.values()))["later_in_time"]]:
+        add(f"{title}: uncertain or patch", lambda m, g=get: f"{g(m)['uncertain_or_patch_rate']:.1%} of {g(m)['frames']}")
+        add(f"{title}: two-mask images / frame", lambda m, g=get: g(m)["two_mask_images_per_frame"])
+        add(f"{title}: mean latency / undefended batch-K", lambda m, g=get: f"{g(m)['latency_ratio']:.2f}x ({g(m)['mean_latency_ms']:.0f} ms)")
+    for key in ("clean_accuracy", "defended_accuracy", "certified_accuracy"):
+        add(f"20 labelled photos: {key.replace('_', ' ')}",
+            lambda m, k=key: f"{m['labelled_photos'][k]} [{m['labelled_photos'][k + '_ci95'][0]:.2f}, {m['labelled_photos'][k + '_ci95'][1]:.2f}]")
+    add("INT8 agreement with FP32 (held-out masked images)", lambda m: f"{m['int8']['agreement']:.1%} ({'accepted' if m['int8']['accepted'] else 'refused'})")
+    add("INT8 batch-36 speed-up", lambda m: f"{m['int8']['speedup']:.2f}x")
+    for seg in next(iter(models.values()))["demo_patched_segment"]:
+        add(f"{seg}: undefended fooled / patch level / defended cup",
+            lambda m, s=seg: "{undefended_fooled_rate:.0%} / {patch_level_rate:.0%} / {defended_label_cup_rate:.0%}".format(**m["demo_patched_segment"][s]))
+    return "\n".join(rows)
+
+
+def table(args: argparse.Namespace) -> None:
+    print(markdown(json.loads(args.json.read_text())))
 
 
 def _metadata(path: Path) -> dict[str, str]:
@@ -249,8 +283,10 @@ def main() -> None:
     t.add_argument("--resume", action="store_true")
     e = sub.add_parser("evaluate", help="before and after, on footage the training never saw")
     e.add_argument("--json", type=Path)
+    m = sub.add_parser("table", help="the Markdown table of an evaluate --json report")
+    m.add_argument("json", type=Path)
     args = parser.parse_args()
-    {"prepare": prepare, "train": train, "evaluate": evaluate}[args.phase](args)
+    {"prepare": prepare, "train": train, "evaluate": evaluate, "table": table}[args.phase](args)
 
 
 if __name__ == "__main__":

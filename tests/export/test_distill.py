@@ -65,6 +65,20 @@ def test_training_validates_keeps_the_best_and_resumes_where_it_stopped(tmp_path
         Distiller(other, masks, config).resume(tmp_path / "ckpt.pt")
 
 
+def test_the_pseudo_label_term_counts_only_where_the_teacher_is_confident(tmp_path):
+    images = torch.from_numpy(read_footage([str(photo_clip(tmp_path / "a.avi", 32))], SPEC, validation_fraction=0.25,
+                                           progress=False).train)
+    masks = MaskSpec("10%", 4).build((32, 32))
+
+    def first_loss(**config) -> float:
+        distiller = Distiller(student(), masks, DistillConfig(batch_size=8, **config))
+        return distiller._train_step(images, None)
+
+    soft_only = first_loss(pseudo_label_weight=0.0)
+    assert first_loss(pseudo_label_weight=1.0, confident_probability=1.01) == pytest.approx(soft_only, rel=1e-6)  # never confident
+    assert first_loss(pseudo_label_weight=1.0, confident_probability=0.0) > soft_only + 1e-3  # always: cross-entropy added
+
+
 def test_the_guard_counts_confident_teacher_frames_when_there_are_enough():
     row = {"teacher_agreement": 0.6, "confident_frames": MIN_CONFIDENT_FRAMES, "confident_teacher_agreement": 1.0, "frames": 48}
     assert guarded_agreement(row) == 1.0

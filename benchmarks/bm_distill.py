@@ -99,7 +99,7 @@ def train(args: argparse.Namespace) -> None:
                "--validate-every", str(args.validate_every), "--save-checkpoint", str(WORK / "lite0_distill.pt"),
                "--lr", str(args.lr), "--unmasked-weight", str(args.unmasked_weight),
                "--pseudo-label-weight", str(args.pseudo_label_weight),
-               "--patience", str(args.patience), "--batch-size", str(args.batch_size)]
+               "--pseudo-label-confidence", str(args.pseudo_label_confidence), "--patience", str(args.patience), "--batch-size", str(args.batch_size)]
     for clip in clips:
         command += ["--unlabeled", str(clip)]
     if args.resume:
@@ -206,15 +206,18 @@ def evaluate(args: argparse.Namespace) -> None:
     from pcedge.runtime.driver import PatchCleanser
     from pcedge.util.machine import machine_info
 
-    teacher, student = ROOT / "demo_out" / "efficientnet_lite0.onnx", WORK / "lite0_distilled.onnx"
-    if not student.is_file():
-        raise SystemExit("run 'train' first")
+    teacher = ROOT / "demo_out" / "efficientnet_lite0.onnx"
+    students = args.student or [WORK / "lite0_distilled.onnx"]
+    missing = [str(path) for path in students if not path.is_file()]
+    if missing:
+        raise SystemExit(f"not found: {', '.join(missing)} (run 'train' first)")
     unseen = camera_frames(48)
     later = {"vtest.avi frames 600-794 (every 4th)": frames_of(OPENCV_DATA / "vtest.avi", 600, None, 4),
              "tree.avi frames 48-67": frames_of(OPENCV_DATA / "tree.avi", 48, None, 1)}
     calibration = frames_of(WORK / "train_pans_opencv.avi", 0, None, 16)
-    report = {"machine": machine_info(), "training": json.loads(_metadata(student)["pcedge.training"]), "models": {}}
-    for name, path in (("teacher", teacher), ("distilled", student)):
+    report = {"machine": machine_info(), "training": {path.stem: json.loads(_metadata(path)["pcedge.training"]) for path in students},
+              "models": {}}
+    for name, path in [("teacher", teacher)] + [(path.stem, path) for path in students]:
         row = {}
         with PatchCleanser.from_onnx(path, backend="ort") as pc:
             row["unseen_scenes"] = clean_metrics(pc, unseen)
@@ -275,14 +278,16 @@ def main() -> None:
     t.add_argument("--minutes", type=float, default=35.0)
     t.add_argument("--steps", type=int, default=5000)
     t.add_argument("--validate-every", type=int, default=25)
-    t.add_argument("--lr", type=float, default=3e-5)
+    t.add_argument("--lr", type=float, default=5e-5)
     t.add_argument("--unmasked-weight", type=float, default=1.0)
     t.add_argument("--batch-size", type=int, default=24)
     t.add_argument("--pseudo-label-weight", type=float, default=1.0)
+    t.add_argument("--pseudo-label-confidence", type=float, default=0.0, help="0.5: the gated run of RESULTS.md (with --lr 3e-5)")
     t.add_argument("--patience", type=int, default=6)
     t.add_argument("--resume", action="store_true")
     e = sub.add_parser("evaluate", help="before and after, on footage the training never saw")
     e.add_argument("--json", type=Path)
+    e.add_argument("--student", type=Path, action="append", help="a distilled model (repeatable; default: train's output)")
     m = sub.add_parser("table", help="the Markdown table of an evaluate --json report")
     m.add_argument("json", type=Path)
     args = parser.parse_args()

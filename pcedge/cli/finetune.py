@@ -57,9 +57,10 @@ def _distill(args: argparse.Namespace) -> int:
     spec = loaded.preprocessing(overrides)
     mask_set = mask_spec_from_args(args).build(spec.input_size)
     quiet = args.no_progress or args.quiet
-    config = DistillConfig(max_steps=args.max_steps, max_minutes=args.max_minutes, batch_size=args.batch_size or 24, lr=args.lr or 1e-4,
+    config = DistillConfig(max_steps=args.max_steps, max_minutes=args.max_minutes, batch_size=args.batch_size or 24, lr=args.lr or 5e-5,
                            temperature=args.temperature, unmasked_weight=args.unmasked_weight,
-                           pseudo_label_weight=args.pseudo_label_weight, validate_every=args.validate_every,
+                           pseudo_label_weight=args.pseudo_label_weight, pseudo_label_confidence=args.pseudo_label_confidence,
+                           validate_every=args.validate_every,
                            patience=args.patience, validation_fraction=args.val_fraction, seed=args.seed or 0)
     footage = read_footage(args.unlabeled, spec, max_frames=args.max_frames, every=args.every,
                            validation_fraction=args.val_fraction, progress=not quiet)
@@ -72,7 +73,7 @@ def _distill(args: argparse.Namespace) -> int:
         distiller.resume(args.resume)
     recipe = ("masked self-distillation (teacher: the original model; on one/two-mask and unmasked views KL at T=%g + %g x "
               "cross-entropy with the teacher's top-1 where its probability >= %g; unmasked views weighted %g)%s"
-              % (config.temperature, config.pseudo_label_weight, config.confident_probability, config.unmasked_weight,
+              % (config.temperature, config.pseudo_label_weight, config.pseudo_label_confidence, config.unmasked_weight,
                  f" + labelled masked cross-entropy on {len(labelled[0])} images" if labelled else ", no labels"))
     print(f"# {loaded.name}: {recipe}; {len(footage.train)} training frames, {len(footage.validation)} held out "
           f"({', '.join(s['source'] for s in footage.sources)}); K={len(mask_set)} masks", file=sys.stderr)
@@ -114,7 +115,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plain", action="store_true", help="train without masks (the baseline)")
     p.add_argument("--windows", type=int, default=2, help="masks per training image")
     p.add_argument("--epochs", type=positive_int, default=3, help="passes over the training images")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 with labels, 1e-4 for --unlabeled)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 with labels, 5e-5 for --unlabeled)")
     p.add_argument("--batch-size", type=positive_int, help="images per optimizer step (default: 128 with labels, 24 frames for --unlabeled)")
     p.add_argument("--limit", type=positive_int, help="train on N images only")
     p.add_argument("--seed", type=int, default=0, help="seed for the weights' shuffling, the masks and --limit's draw")
@@ -133,8 +134,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
     free.add_argument("--temperature", type=float, default=2.0, help="distillation temperature")
     free.add_argument("--unmasked-weight", type=float, default=1.0, help="weight of the unmasked view's terms (keeps clean labels)")
     free.add_argument("--pseudo-label-weight", type=float, default=1.0,
-                      help="weight of the cross-entropy with the teacher's top-1 label where the teacher is confident "
-                           "(builds the margin masks need; 0: soft KL only)")
+                      help="weight of the cross-entropy with the teacher's top-1 label (builds the margin masks need; 0: soft KL only)")
+    free.add_argument("--pseudo-label-confidence", type=float, default=0.0,
+                      help="use the teacher's top-1 as a hard label only where its probability is at least this (default 0: always)")
     free.add_argument("--resume", help="continue from this checkpoint (--save-checkpoint's file), and keep saving there")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (as -q, but keeps the log lines)")
 

@@ -75,8 +75,8 @@ def test_the_pseudo_label_term_counts_only_where_the_teacher_is_confident(tmp_pa
         return distiller._train_step(images, None)
 
     soft_only = first_loss(pseudo_label_weight=0.0)
-    assert first_loss(pseudo_label_weight=1.0, confident_probability=1.01) == pytest.approx(soft_only, rel=1e-6)  # never confident
-    assert first_loss(pseudo_label_weight=1.0, confident_probability=0.0) > soft_only + 1e-3  # always: cross-entropy added
+    assert first_loss(pseudo_label_weight=1.0, pseudo_label_confidence=1.01) == pytest.approx(soft_only, rel=1e-6)  # never confident
+    assert first_loss(pseudo_label_weight=1.0, pseudo_label_confidence=0.0) > soft_only + 1e-3  # always: cross-entropy added
 
 
 def test_the_guard_counts_confident_teacher_frames_when_there_are_enough():

@@ -2,7 +2,7 @@
 
     python benchmarks/bm_distill.py prepare                      # training clips from Debian packages (offline)
     python benchmarks/bm_distill.py train --minutes 35           # pcedge finetune --unlabeled, the real command
-    python benchmarks/bm_distill.py evaluate --json benchmarks/results/distill_cpu.json
+    python benchmarks/bm_distill.py evaluate --json benchmarks/results/distill_cpu.json   # --student A.onnx --student B.onnx: several
     python benchmarks/bm_distill.py table benchmarks/results/distill_cpu.json   # the Markdown table again
 
 Training footage (all from Debian packages, none of it evaluated): OpenCV's sample videos ``vtest.avi`` (a fixed
@@ -241,10 +241,7 @@ def markdown(report: dict) -> str:
     def add(label: str, pick) -> None:
         rows.append(f"| {label} | " + " | ".join(str(pick(models[n])) for n in names) + " |")
 
-    def clean(key: str, part=None):
-        return lambda m: (m[key] if part is None else m[key][part])
-
-    for title, get in [("unseen scenes", clean("unseen_scenes"))] + [
+    for title, get in [("unseen scenes", lambda m: m["unseen_scenes"])] + [
             (f"later: {k}", (lambda k: lambda m: m["later_in_time"][k])(k)) for k in next(iter(models.values()))["later_in_time"]]:
         add(f"{title}: uncertain or patch", lambda m, g=get: f"{g(m)['uncertain_or_patch_rate']:.1%} of {g(m)['frames']}")
         add(f"{title}: two-mask images / frame", lambda m, g=get: g(m)["two_mask_images_per_frame"])

@@ -57,7 +57,8 @@ def _distill(args: argparse.Namespace) -> int:
     spec = loaded.preprocessing(overrides)
     mask_set = mask_spec_from_args(args).build(spec.input_size)
     quiet = args.no_progress or args.quiet
-    config = DistillConfig(max_steps=args.max_steps, max_minutes=args.max_minutes, batch_size=args.batch_size or 24, lr=args.lr or 5e-5,
+    config = DistillConfig(max_steps=args.max_steps, max_minutes=args.max_minutes, batch_size=args.batch_size or DistillConfig.batch_size,
+                           lr=args.lr or DistillConfig.lr,
                            temperature=args.temperature, unmasked_weight=args.unmasked_weight,
                            pseudo_label_weight=args.pseudo_label_weight, pseudo_label_confidence=args.pseudo_label_confidence,
                            validate_every=args.validate_every,

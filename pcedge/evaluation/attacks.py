@@ -56,16 +56,6 @@ def grid_positions(image_size: tuple[int, int], patch: tuple[int, int], stride: 
     return [(y, x) for y in ys for x in xs]
 
 
-def _one_mask_keep(mask_set: MaskSet, torch: Any) -> Any:
-    """(K, 1, H, W): 1 where mask i keeps the pixel, 0 inside its windows."""
-    h, w = mask_set.image_size
-    keep = np.ones((len(mask_set), 1, h, w), np.float32)
-    for i, windows in enumerate(mask_set.windows):
-        for y0, x0, y1, x1 in windows:
-            keep[i, 0, y0:y1, x0:x1] = 0
-    return torch.from_numpy(keep)
-
-
 def attack_image(model: Any, image: np.ndarray, label: int, spec: PreprocessSpec, patch: tuple[int, int], *,
                  objective: str = "undefended", mask_set: MaskSet | None = None, positions: list[tuple[int, int]] | None = None,
                  steps: int = 40, step_size: float = 0.05, seed: int = 0, top: int = 4) -> PatchAttack:
@@ -87,7 +77,7 @@ def attack_image(model: Any, image: np.ndarray, label: int, spec: PreprocessSpec
     mean, std = _normalizer(spec, torch)
     generator = torch.Generator().manual_seed(seed)
     base = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1).unsqueeze(0)
-    one_mask_keep = _one_mask_keep(mask_set, torch) if mask_set is not None else None
+    one_mask_keep = None if mask_set is None else torch.from_numpy(mask_set.keep_masks()[:, None].astype(np.float32))  # (K, 1, H, W)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

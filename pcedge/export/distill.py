@@ -164,6 +164,7 @@ class Distiller:
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.teacher_sha256 = state_sha256(self.teacher)
+        self.keep = self.torch.from_numpy(mask_set.keep_masks().astype(np.float32))  # (K, H, W): 0 inside mask k's windows
         self.generator = self.torch.Generator().manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
         self.optimizer = self.torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=config.lr,
@@ -261,8 +262,7 @@ class Distiller:
         k = len(self.mask_set)
         for i in np.flatnonzero(grid):
             for m in self.rng.choice(k, size=2 if two[i] else 1, replace=False):
-                for y0, x0, y1, x1 in self.mask_set.windows[m]:
-                    x[i, :, y0:y1, x0:x1] = 0.0
+                x[i] *= self.keep[m]
         size = tuple(self.mask_set.mask_size)
         for windows in (1, 2):
             rows = np.flatnonzero(~grid & (two == (windows == 2)))
@@ -276,7 +276,6 @@ class Distiller:
         one-mask labels equal: K forwards per frame, so on at most ``max_validation_frames`` evenly spaced ones)."""
         torch, cfg = self.torch, self.config
         self.student.eval()
-        k = len(self.mask_set)
         with torch.inference_mode():
             teacher, student = [], []
             for i in range(0, len(held), 32):
@@ -289,11 +288,7 @@ class Distiller:
             masked = np.linspace(0, len(held) - 1, min(len(held), cfg.max_validation_frames)).round().astype(int)
             agree_masks = 0
             for i in masked:
-                batch = torch.from_numpy(held[i])[None].repeat(k, 1, 1, 1)
-                for m in range(k):
-                    for y0, x0, y1, x1 in self.mask_set.windows[m]:
-                        batch[m, :, y0:y1, x0:x1] = 0.0
-                one_mask = self.student(batch).argmax(1)
+                one_mask = self.student(torch.from_numpy(held[i])[None] * self.keep[:, None]).argmax(1)
                 agree_masks += int((one_mask == one_mask[0]).all())
         confident = int(sure.sum())
         row = {"step": self.step, "mask_agreement": agree_masks / len(masked), "mask_frames": len(masked),

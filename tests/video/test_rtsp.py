@@ -97,8 +97,7 @@ RECOVERING = SourceOptions(stall_s=1.0, reconnect_s=20, open_timeout_s=5)
 
 
 def test_rtsp_stall_is_detected_and_recovered(server):
-    options = RECOVERING
-    with open_source(server.url, options) as src:
+    with open_source(server.url, RECOVERING) as src:
         assert len(_take(src, 5)) == 5
         server.proc.send_signal(signal.SIGSTOP)  # the server freezes: the connection stays open, no data flows
         time.sleep(2.5)
@@ -109,8 +108,7 @@ def test_rtsp_stall_is_detected_and_recovered(server):
 
 
 def test_rtsp_server_restart_is_reconnected(server):
-    options = RECOVERING
-    with open_source(server.url, options) as src:
+    with open_source(server.url, RECOVERING) as src:
         assert len(_take(src, 5)) == 5
         server.stop()
         time.sleep(1.5)

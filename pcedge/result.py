@@ -1,4 +1,4 @@
-"""The defended prediction of one frame: what every engine, stream and server returns alike."""
+"""The defended prediction of one frame, what every engine, stream and server returns alike, or why a frame got none."""
 
 from __future__ import annotations
 
@@ -36,3 +36,21 @@ class Result:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+FRAME_FAILURES = ("refused", "lost", "unsent")
+"""Why a frame got no result: ``refused`` (the frame itself was refused: a shape or type the writer cannot take,
+or the server's refusal of that request), ``lost`` (sent to a server, never answered), ``unsent`` (never sent:
+the server was given up or the run stopped before its turn)."""
+
+
+@dataclass(frozen=True)
+class FrameFailure:
+    """A frame without a result and why (one of :data:`FRAME_FAILURES`): counted per stream, never silent."""
+
+    kind: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in FRAME_FAILURES:
+            raise ValueError(f"unknown frame failure {self.kind!r}; expected one of {FRAME_FAILURES}")

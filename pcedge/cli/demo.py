@@ -31,7 +31,7 @@ from ..runtime.driver import PatchCleanser
 from ..runtime.modelfile import read_onnx_metadata
 from ..util.progress import progress, ticking
 from ..video import RunOptions, SourceOptions, run
-from ..video.framelog import format_summary
+from ..video.summary import format_summary
 from .masks import describe_mask_set, draw_mask_set
 
 CLIP_SIZE, CLIP_FPS, SECONDS_PER_PHOTO = (360, 640), 12, 1.5

@@ -4,12 +4,10 @@ the same way wherever it appears, and the few argument types behind them."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import signal
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import ConfigError
 from ..preprocess import INTERPOLATIONS
@@ -201,26 +199,22 @@ def add_engine_options(parser: argparse.ArgumentParser, *, servable: bool = Fals
                            help="a header on every request, e.g. an auth token for restricted endpoints (repeatable)")
 
 
-def defended_model_from_args(args: argparse.Namespace, max_batch: int | Callable[[int], int] | None = None):
-    """The defended model the engine, mask and preprocessing options describe (``max_batch``: see ``from_onnx``);
-    for a ``triton://`` model, the served defense (mask flags other than the defaults are asked of the server)."""
-    from ..runtime.driver import PatchCleanser
+def defended_model_from_args(args: argparse.Namespace, max_batch: int | Callable[[int], int] | None = None,
+                             stop: threading.Event | None = None):
+    """The defended model the engine, mask and preprocessing options describe (``max_batch``: see ``from_onnx``): a
+    local engine for a model file, the served defense for a ``triton://`` model (mask flags other than the
+    defaults are asked of the server; ``stop`` cuts its retries short)."""
+    from ..serve.models import open_defended_model
 
-    if isinstance(args.model, str):
-        return served_model_from_args(args)
-    return PatchCleanser.from_onnx(args.model, backend=args.backend, masks=mask_spec_from_args(args), second_round=args.second_round,
-                                   budget=args.budget, spec_overrides=preprocessing_overrides(args), max_batch=max_batch)
+    return open_defended_model(args.model, masks=mask_spec_from_args(args), backend=args.backend, second_round=args.second_round,
+                               budget=args.budget, spec_overrides=preprocessing_overrides(args), max_batch=max_batch,
+                               client=client_options_from_args(args) if isinstance(args.model, str) else None, stop=stop)
 
 
-def served_model_from_args(args: argparse.Namespace):
-    """The client for a served defense; preprocessing comes from the server, so its flags are refused here."""
-    from ..masks import MaskSpec
-    from ..serve.client import ClientOptions, ServedDefense
+def client_options_from_args(args: argparse.Namespace):
+    """The Triton client flags as :class:`pcedge.serve.client.ClientOptions` (files and headers checked here)."""
+    from ..serve.client import ClientOptions
 
-    if any(v is not None for v in preprocessing_overrides(args).values()):
-        raise ConfigError("a served model's preprocessing is the server's (published in its config): drop the preprocessing flags")
-    if args.backend != "auto" or args.second_round != "auto" or args.budget is not None:
-        raise ConfigError("--backend, --second-round and --budget are the server's choice (pcedge triton repo) with triton:// models")
     headers = {}
     for item in args.triton_header:
         key, sep, value = item.partition("=")
@@ -230,29 +224,7 @@ def served_model_from_args(args: argparse.Namespace):
     for path in (args.triton_ca, args.triton_key, args.triton_cert):
         if path and not Path(path).is_file():
             raise ConfigError(f"{path} does not exist (a PEM file for the Triton client's TLS)")
-    options = ClientOptions(timeout_s=args.triton_timeout, reconnect_s=getattr(args, "reconnect", 30.0),
-                            max_in_flight=args.triton_in_flight, ssl=args.triton_ssl or bool(args.triton_ca),
-                            root_certificates=args.triton_ca, private_key=args.triton_key, certificate_chain=args.triton_cert,
-                            headers=headers)
-    masks = mask_spec_from_args(args)
-    return ServedDefense(args.model, masks=None if masks == MaskSpec() else masks, options=options)
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[tuple[threading.Event, list[int]]]:
-    """While the block runs, SIGINT and SIGTERM set the event (and are recorded) instead of raising, so a long
-    command finishes its recording, summary or server shutdown; the previous handlers come back afterwards.
-    The command then exits 128 + the first signal (130, 143)."""
-    stop = threading.Event()
-    received: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        received.append(signum)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop, received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return ClientOptions(timeout_s=args.triton_timeout, reconnect_s=getattr(args, "reconnect", 30.0),
+                         max_in_flight=args.triton_in_flight, ssl=args.triton_ssl or bool(args.triton_ca),
+                         root_certificates=args.triton_ca, private_key=args.triton_key, certificate_chain=args.triton_cert,
+                         headers=headers)

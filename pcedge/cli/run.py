@@ -4,58 +4,52 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from ..alarm import DEFAULT_WINDOW, parse_window
 from ..errors import ConfigError
 from ..util.files import write_json
-from .options import EXIT_CODES, add_engine_options, announce_engine, defended_model_from_args, positive_int, stop_on_signals
+from ..util.signals import stop_on_signals
+from .options import EXIT_CODES, add_engine_options, announce_engine, defended_model_from_args, non_negative_int, positive_int
 
 log = logging.getLogger("pcedge")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..video import RunOptions, SourceOptions
-    from ..video import run as run_stream
-    from ..video.framelog import format_summary
-    from ..video.multirun import format_many, run_many
+    from ..video import run as run_streams
     from ..video.outputs import display_available
+    from ..video.summary import format_many, format_summary, run_failures
 
     parse_window(args.alarm)  # refuse a bad --alarm before loading the model
+    if args.show_undefended and isinstance(args.model, str):
+        raise ConfigError("--show-undefended needs a local model file (one extra plain inference per frame), not a triton:// model")
     source_options = SourceOptions(width=args.width, height=args.height, fps=args.rate, codec=args.codec, loop=args.loop,
                                    reconnect_s=args.reconnect, stall_s=args.stall_timeout, rtsp_backend=args.rtsp_backend)
-    many = len(args.source) > 1
-    if args.show_undefended and many:
-        raise ConfigError("--show-undefended runs with one --source (it adds one plain inference per frame)")
-    outputs = args.output or []
-    if len(outputs) > 1 and not many:
-        raise ConfigError("one --source takes one --output")
-    output = outputs[0] if outputs and not many else None
-    if not outputs and not args.headless and not many:
+    output = args.output or None
+    if not output and not args.headless:
         if display_available():
             output = "display://0"
         else:
             log.info("no display and no --output: running headless%s",
                      "" if args.log else " (add --log FILE for one JSON line per frame, --output FILE for a video)")
+    options = RunOptions(output=output, log_path=args.log, fps_limit=args.fps_limit, max_frames=args.max_frames,
+                         show_masks=not args.no_mask_overlay, show_undefended=args.show_undefended, alarm=args.alarm,
+                         progress=not args.quiet, gather_s=args.gather_ms / 1e3)
+    many = len(args.source) > 1
     with stop_on_signals() as (stop, received):
-        options = RunOptions(output=output, log_path=args.log, fps_limit=args.fps_limit, max_frames=args.max_frames,
-                             show_masks=not args.no_mask_overlay, show_undefended=args.show_undefended, alarm=args.alarm,
-                             progress=not args.quiet)
-        streams = len(args.source)
-        with defended_model_from_args(args, max_batch=args.max_batch) as model:
-            announce_engine(model, f"{streams} streams, {model.frames_per_call} frame(s) per engine call" if many else "")
-            if many:
-                summary = run_many(model, args.source, source_options, options, outputs=outputs, stop=stop,
-                                   gather_s=args.gather_ms / 1e3)
-            else:
-                summary = run_stream(model, args.source[0], source_options, options, stop=stop)
+        with defended_model_from_args(args, max_batch=args.max_batch, stop=stop) as model:
+            announce_engine(model, f"{len(args.source)} streams, {model.frames_per_call} frame(s) per engine call" if many else "")
+            summary = run_streams(model, args.source, source_options, options, stop=stop)
     print(format_many(summary) if many else format_summary(summary))
     if args.json:
         write_json(args.json, summary)
     if received:
         return 128 + received[0]  # 130 after SIGINT, 143 after SIGTERM: the recording and summary are complete
-    if many:
-        return 1 if summary["all_live_lost"] else 0  # one lost camera is reported; the others kept running
-    return 1 if summary["source"].get("error") else 0
+    failures = run_failures(summary)
+    for reason in failures:
+        print(f"pcedge run: error: {reason}", file=sys.stderr)
+    return 1 if failures else 0  # a lost camera among others is reported in the table; the others kept running
 
 
 PARSER = dict(
@@ -71,7 +65,10 @@ PARSER = dict(
            "  csi://N, rtsp:// rtp:// http://, gst:<pipeline>. outputs: .mp4/.avi/.mkv/.mov, a folder, display://0\n"
            "alarm levels per frame: clear (masks agree), uncertain (they disagree, no patch signature), patch (one\n"
            "  mask explains the disagreement); the stream alarm rises while --alarm K/N frames are at patch level.\n"
-           + EXIT_CODES + " (after Ctrl-C and SIGTERM the recording and the summary are complete)",
+           "each stream stands alone: a camera that is down at start or lost mid-run is retried for --reconnect seconds\n"
+           "  while the others run; a file that cannot be read ends its own stream.\n"
+           + EXIT_CODES + ". pcedge run exits 1 only when every live source was lost, no file could be read, or the\n"
+           "  engine failed; after Ctrl-C and SIGTERM the recording and the summary are complete",
 )
 
 
@@ -81,12 +78,14 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="what to read (see below); repeat it for several streams on one engine, 'name=URI' names one")
     p.add_argument("--output", action="append",
                    help="annotated output: video file, folder, or display://0 (default: a window if a display exists); with "
-                        "several sources give it once per source, or once as a folder (one video per stream)")
+                        "several sources give it once per source, or once as a folder (one video per stream) or display://0 "
+                        "(one window per stream)")
     p.add_argument("--headless", action="store_true", help="no window and no output, even when a display exists")
     p.add_argument("--log", help="write one JSON object per frame to this file (JSON lines)")
     p.add_argument("--json", help="write the end-of-run summary to this JSON file")
     p.add_argument("--fps-limit", type=float, default=0.0, help="process at most N frames per second (0: as fast as possible)")
-    p.add_argument("--max-frames", type=int, default=0, help="stop after N processed frames, per stream (0: at the source's end)")
+    p.add_argument("--max-frames", type=non_negative_int, default=0,
+                   help="end each stream after N frames (0: at the source's end); the run ends when every stream has ended")
     p.add_argument("--max-batch", type=positive_int,
                    help="images per engine call (default: K, one frame's one-mask round; on a GPU, K x sources lets "
                         "every stream's frame share one call; on a CPU larger calls cost memory and buy no speed)")
@@ -94,7 +93,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="with several sources: how long a step waits for streams without a frame once one has one")
     p.add_argument("--loop", action="store_true", help="restart file and image sources at their end")
     p.add_argument("--show-undefended", action="store_true",
-                   help="also run the plain model on each frame and show its label (CPU engines; one extra inference)")
+                   help="also run the plain model on each frame and show its label (local models; one extra inference per frame)")
     p.add_argument("--no-mask-overlay", action="store_true", help="do not draw the disagreeing masks")
     p.add_argument("--alarm", default=DEFAULT_WINDOW, metavar="K/N",
                    help="raise the stream alarm while K of the last N frames show the patch signature")
@@ -103,7 +102,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
     cam.add_argument("--height", type=int, default=0, help="requested capture height")
     cam.add_argument("--rate", type=float, default=0.0, help="requested capture frame rate")
     cam.add_argument("--codec", default="", help="camera FOURCC, e.g. MJPG or YUYV")
-    cam.add_argument("--reconnect", type=float, default=30.0, help="seconds to keep reopening a lost live source (and retrying an unreachable Triton server)")
+    cam.add_argument("--reconnect", type=float, default=30.0,
+                     help="seconds to keep trying a live source that is lost, or not up yet at start (and an unreachable "
+                          "Triton server); 0: no retries")
     cam.add_argument("--stall-timeout", type=float, default=5.0, help="seconds without a frame before a live source counts as stalled")
     cam.add_argument("--rtsp-backend", choices=["ffmpeg", "gstreamer"], default="ffmpeg",
                      help="read rtsp:// with OpenCV's FFmpeg, or with GStreamer (H.264; on a Jetson its hardware decoder; "

@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..util.signals import stop_on_signals
 from .options import (
     add_mask_options,
     add_preprocessing_options,
@@ -14,7 +15,6 @@ from .options import (
     non_negative_int,
     positive_int,
     preprocessing_overrides,
-    stop_on_signals,
 )
 
 log = logging.getLogger("pcedge")

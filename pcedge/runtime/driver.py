@@ -33,10 +33,10 @@ import numpy as np
 
 from ..alarm import frame_level
 from ..defense import Decision, DoubleMasking, FullTable, LabelRequests, contradiction_first_order, index_order
-from ..errors import ConfigError, EngineError, PcedgeError
+from ..errors import ConfigError, EngineError, KernelError, PcedgeError
 from ..masks import MaskSet, MaskSpec
 from ..preprocess import PreprocessSpec, resolve_spec
-from ..result import Result
+from ..result import FrameFailure, Result
 from .base import Engine
 from .kernels import PreparedFrame
 from .latency import LatencyCurve, LatencyCurveCache, chunk_sequence, engine_latency_curve, plan_first_chunks
@@ -166,7 +166,25 @@ class PatchCleanser:
         if not frames:
             raise ConfigError("predict_batch needs at least one frame")
         t0 = time.perf_counter()
-        loaded = [self._writer.load(frame, slot) for slot, frame in enumerate(frames)]
+        return self._defend([self._writer.load(frame, slot) for slot, frame in enumerate(frames)], t0)
+
+    def predict_each(self, frames: Sequence[np.ndarray]) -> list[Result | FrameFailure]:
+        """:meth:`predict_batch` where each frame stands alone: a frame the writer refuses (a shape or type a
+        misbehaving camera sent) gets a :class:`FrameFailure` and the others their results; an engine failure
+        (the model or the device) still raises. What the stream loop calls."""
+        t0 = time.perf_counter()
+        loaded: list[PreparedFrame] = []
+        refused: dict[int, FrameFailure] = {}
+        for n, frame in enumerate(frames):
+            try:
+                loaded.append(self._writer.load(frame, len(loaded)))
+            except (ConfigError, KernelError) as exc:
+                refused[n] = FrameFailure("refused", str(exc))
+        results = iter(self._defend(loaded, t0) if loaded else [])
+        return [refused[n] if n in refused else next(results) for n in range(len(frames))]
+
+    def _defend(self, loaded: Sequence[PreparedFrame], t0: float) -> list[Result]:
+        """Double masking of loaded frames in one step (``t0``: when the step began, for the total time)."""
         first = _Calls()
         one_mask = self._classify(first, [(frame, self._one_mask) for frame in loaded])
         t1 = time.perf_counter()
@@ -174,7 +192,7 @@ class PatchCleanser:
         chunk_size = None if plan is None else (lambda remaining: plan[min(remaining, len(plan) - 1)])
         decisions = [DoubleMasking(labels, chunk_size=chunk_size, budget=self.budget, order=self._ask_order,
                                    prefetch_all=self.second_round == "all") for labels in one_mask]
-        second = [_Calls() for _ in frames]
+        second = [_Calls() for _ in loaded]
         engine_s = self._advance(decisions, loaded, second)
         t2 = time.perf_counter()
         decision_ms = max(0.0, (t2 - t1 - engine_s) * 1e3)  # the decisions' own time, outside the engine calls

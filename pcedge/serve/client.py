@@ -7,15 +7,21 @@ The client resizes each frame as the server's config publishes (never a guess: a
 pcedge defense and is refused), sends it over gRPC with at most ``max_in_flight`` requests at once (the frames
 of a multi-stream step go together, and Triton's batcher merges them with other clients' frames), and retries a
 request whose server is unreachable with backoff for ``reconnect_s`` seconds: after a server restart the
-stream carries on; past the window the error says how many frames were lost. A request the server refuses
-(an insecure threat model, a wrong frame) is raised with the server's own words.
+stream carries on. :meth:`ServedDefense.predict_each` (what the stream loop calls) gives every frame its result
+or a :class:`pcedge.result.FrameFailure`: ``refused`` (the server refused that request, in its own words),
+``lost`` (sent, never answered) or ``unsent``; an answered frame is never discarded because another failed.
+Past the reconnect window the server counts as failed: :class:`ServerUnavailableError` carries every frame's
+outcome of that step. A frame's ``timings_ms["total"]`` is the client's end-to-end time (resize, queueing,
+retries, network, server); the server's own stage times are beside it, its total as ``timings_ms["server"]``.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 from urllib.parse import urlsplit
@@ -24,7 +30,7 @@ import numpy as np
 
 from ..errors import ConfigError, EngineError
 from ..masks import MaskSpec
-from ..result import Result
+from ..result import FrameFailure, Result
 from ..util.optional import require
 from .protocol import FRAME, OUTPUTS, THREAT_MODEL, client_frame, results_from_outputs, spec_from_json, threat_from_json, threat_to_json
 
@@ -35,7 +41,11 @@ RETRYABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
 
 
 class ServerUnavailableError(EngineError):
-    """The server stayed unreachable for the whole reconnect window."""
+    """The server stayed unreachable for the whole reconnect window; ``outcomes``: what each frame of the step got."""
+
+    def __init__(self, message: str, outcomes: list[Result | FrameFailure] | None = None) -> None:
+        super().__init__(message)
+        self.outcomes = outcomes
 
 
 def is_triton_uri(text: object) -> bool:
@@ -78,7 +88,9 @@ class _ServedEngine:
 class ServedDefense:
     """A pcedge defense on a Triton server (see the module docstring)."""
 
-    def __init__(self, uri: str, *, masks: MaskSpec | None = None, options: ClientOptions | None = None) -> None:
+    def __init__(self, uri: str, *, masks: MaskSpec | None = None, options: ClientOptions | None = None,
+                 stop: threading.Event | None = None) -> None:
+        """``stop`` (the run's stop event) cuts a retry short: the frames waiting on it count as lost or unsent."""
         grpc = require("tritonclient.grpc", "triton:// models (pip install 'tritonclient[grpc]')")
         self.uri, (self.url, self.model_name) = uri, parse_triton_uri(uri)
         self.options = options or ClientOptions()
@@ -88,6 +100,7 @@ class ServedDefense:
         self._client = grpc.InferenceServerClient(self.url, ssl=self.options.ssl, root_certificates=self.options.root_certificates,
                                                   private_key=self.options.private_key,
                                                   certificate_chain=self.options.certificate_chain)
+        self.stop = stop or threading.Event()
         params, self.frames_per_call = self._published_config()
         self.spec = spec_from_json(params["preprocessing"])
         self.class_names = self.spec.class_names
@@ -96,7 +109,8 @@ class ServedDefense:
         self.mask_set = (self.threat or served).build(self.spec.input_size)  # for overlays; the server proves its own
         self.engine = _ServedEngine(f"triton {self.uri} ({params.get('classifier', '?')})")
         self.schedule = f"served ({params.get('second_round', 'auto')})"
-        self.lost = 0
+        self.counts: Counter[str] = Counter()  # frames answered, and without a result by kind, over this client's life
+        self._count_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.options.max_in_flight, thread_name_prefix="pcedge-triton")
 
     # ------------------------------------------------------------------------------- lifecycle
@@ -118,11 +132,42 @@ class ServedDefense:
         return self.predict_batch([frame])[0]
 
     def predict_batch(self, frames: Sequence[np.ndarray]) -> list[Result]:
-        """One request per frame, up to ``max_in_flight`` at once; results in the frames' order."""
+        """One request per frame, up to ``max_in_flight`` at once; results in the frames' order. A frame without a
+        result raises (the server's refusal, or the server lost)."""
+        outcomes = self.predict_each(frames)
+        for outcome in outcomes:
+            if isinstance(outcome, FrameFailure):
+                raise (ServerUnavailableError if outcome.kind != "refused" else EngineError)(outcome.reason)
+        return outcomes  # type: ignore[return-value]
+
+    def predict_each(self, frames: Sequence[np.ndarray]) -> list[Result | FrameFailure]:
+        """Every frame's result or :class:`FrameFailure`, in the frames' order (see the module docstring)."""
         if not frames:
-            raise ConfigError("predict_batch needs at least one frame")
-        inputs = [client_frame(frame, self.spec) for frame in frames]
-        return list(self._pool.map(self._infer_one, inputs))
+            raise ConfigError("predict_each needs at least one frame")
+        start = time.perf_counter()
+        give_up = threading.Event()
+        pending: list[Future | FrameFailure] = []
+        for frame in frames:
+            try:
+                image = client_frame(frame, self.spec)
+            except ConfigError as exc:
+                pending.append(FrameFailure("refused", str(exc)))
+                continue
+            pending.append(self._pool.submit(self._infer_one, image, start, give_up))
+        outcomes = [item if isinstance(item, FrameFailure) else item.result() for item in pending]
+        step = Counter("answered" if isinstance(o, Result) else o.kind for o in outcomes)
+        with self._count_lock:
+            self.counts.update(step)
+        if give_up.is_set():
+            raise ServerUnavailableError(f"{self.uri} unreachable for {self.options.reconnect_s:.0f} s: giving up; {step['lost']} "
+                                         f"frame(s) lost (sent, never answered), {step['unsent']} never sent", outcomes=outcomes)
+        return outcomes
+
+    @property
+    def lost(self) -> int:
+        """Frames sent and never answered, over this client's life."""
+        with self._count_lock:
+            return self.counts["lost"]
 
     def predict_undefended(self, frame: np.ndarray) -> int:
         raise ConfigError("the undefended label needs a local engine: --show-undefended is not available with triton:// models")
@@ -146,7 +191,9 @@ class ServedDefense:
                               "serve a repository made by pcedge triton repo, and name its defense model, not the classifier")
         return params, int(config.get("max_batch_size", 1)) or 1
 
-    def _infer_one(self, image: np.ndarray) -> Result:
+    def _infer_one(self, image: np.ndarray, start: float, give_up: threading.Event) -> Result | FrameFailure:
+        if give_up.is_set() or self.stop.is_set():
+            return FrameFailure("unsent", "not sent: the server was given up, or the run stopped, before its turn")
         grpc = self._grpc
         batch = image[None]
         tensors = [grpc.InferInput(FRAME, list(batch.shape), "UINT8")]
@@ -158,16 +205,20 @@ class ServedDefense:
         outputs = [grpc.InferRequestedOutput(name) for name in OUTPUTS]
         try:
             reply = self._with_retry(lambda: self._client.infer(self.model_name, tensors, outputs=outputs, headers=self.options.headers,
-                                                                client_timeout=self.options.timeout_s))
-        except ServerUnavailableError:
-            self.lost += 1
-            raise ServerUnavailableError(f"{self.uri} unreachable for {self.options.reconnect_s:.0f} s: giving up; "
-                                         f"{self.lost} frame(s) lost (sent, never answered)") from None
-        return results_from_outputs({name: reply.as_numpy(name) for name in OUTPUTS}, self.class_name, self.engine.describe())[0]
+                                                                client_timeout=self.options.timeout_s), give_up)
+        except ServerUnavailableError as exc:
+            give_up.set()
+            return FrameFailure("lost", f"sent, never answered: {exc}")
+        except EngineError as exc:
+            return FrameFailure("refused", str(exc))
+        result = results_from_outputs({name: reply.as_numpy(name) for name in OUTPUTS}, self.class_name, self.engine.describe())[0]
+        result.timings_ms["server"] = result.timings_ms["total"]
+        result.timings_ms["total"] = (time.perf_counter() - start) * 1e3
+        return result
 
-    def _with_retry(self, call):
-        """``call()``, retried with backoff while the server is unreachable, up to ``reconnect_s``; the server's
-        refusals are raised at once with its own message."""
+    def _with_retry(self, call, give_up: threading.Event | None = None):
+        """``call()``, retried with backoff while the server is unreachable, up to ``reconnect_s`` (cut short when the
+        step gives up or the run stops); the server's refusals are raised at once with its own message."""
         utils = require("tritonclient.utils")
         deadline = time.monotonic() + self.options.reconnect_s
         delay, warned, start = 0.25, False, time.monotonic()
@@ -177,12 +228,13 @@ class ServedDefense:
             except utils.InferenceServerException as exc:
                 if exc.status() not in RETRYABLE:
                     raise EngineError(f"the server refused the request: {exc.message()}") from None
-                if time.monotonic() + delay > deadline:
+                if time.monotonic() + delay > deadline or (give_up is not None and give_up.is_set()):
                     raise ServerUnavailableError(exc.message() or str(exc)) from None
                 if not warned:
                     log.warning("%s: server unreachable (%s); retrying for up to %.0f s", self.uri, exc.status(), self.options.reconnect_s)
                     warned = True
-                time.sleep(delay)
+                if self.stop.wait(delay):
+                    raise ServerUnavailableError("the run stopped while the server was unreachable") from None
                 delay = min(delay * 2, 2.0)
                 continue
             if warned:

@@ -1,4 +1,4 @@
-"""Defended inference on video: sources, outputs, overlay, per-frame log, and the stream loop.
+"""Defended inference on video: sources, the stream loop and its sinks (log, status, overlay and recording).
 
 OpenCV is not a hard requirement of pcedge (a Jetson uses JetPack's, with GStreamer; pip's would
 shadow it), so its absence is reported here, once, with both ways to get it.
@@ -8,9 +8,10 @@ from ..util.optional import require
 
 require("cv2", "video sources, outputs and overlays")
 
-from .multistream import StreamSpec, stream_many
+from .loop import Defended, Stream, StreamEvent, StreamLoop, StreamSpec, stream, stream_many
+from .runner import RunOptions, run
+from .sinks import Sink
 from .sources import Frame, FrameSource, SourceOptions, open_source, parse_source
-from .streaming import RunOptions, run, stream
 
-__all__ = ["Frame", "FrameSource", "RunOptions", "SourceOptions", "StreamSpec", "open_source", "parse_source", "run", "stream",
-           "stream_many"]
+__all__ = ["Defended", "Frame", "FrameSource", "RunOptions", "Sink", "SourceOptions", "Stream", "StreamEvent", "StreamLoop",
+           "StreamSpec", "open_source", "parse_source", "run", "stream", "stream_many"]

@@ -1,5 +1,10 @@
 """Live sources: cameras, network streams and GStreamer pipelines, read by a capture thread that keeps the newest frame,
-reconnected with backoff after a failure and watched for stalls."""
+reconnected with backoff after a failure and watched for stalls.
+
+A consumer either iterates (blocking until the next frame) or, as the stream loop does, takes the newest frame
+at the moment it needs one (:meth:`LiveSource.take_newest`), so the frame it defends is as fresh as the camera
+allows; every frame a newer one replaced is counted as dropped either way.
+"""
 
 from __future__ import annotations
 
@@ -25,15 +30,23 @@ class LiveSource(FrameSource):
 
     live = True
 
-    def __init__(self, spec: SourceSpec, options: SourceOptions, *, opener: Callable[[], Any] | None = None) -> None:
+    def __init__(self, spec: SourceSpec, options: SourceOptions, *, opener: Callable[[], Any] | None = None,
+                 retry_first_open: bool = False) -> None:
+        """Opens the source now and raises :class:`SourceError` if it cannot (a wrong URL or a missing camera is an
+        error to a caller who asked for one source), unless ``retry_first_open``: then the capture thread opens it,
+        retrying with backoff for ``reconnect_s`` exactly as after a loss (a camera that comes up after the
+        service), and a source that never opens ends with the reason in ``stats.error``."""
         super().__init__(_describe_live(spec))
         self.spec, self.options = spec, options
         self._opener = opener or (lambda: _open_live(spec, options))
-        self._cap = self._opener()  # fail fast: a wrong URL or missing camera is an error, not a retry loop
-        self._fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.on_frame: Callable[[], None] | None = None  # called from the capture thread after each new frame
+        self.opened = threading.Event()  # set once the source has delivered its first frame
+        self._cap = None if retry_first_open else self._opener()
+        self._fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0) if self._cap is not None else 0.0
         self._cond = threading.Condition()
         self._latest: Frame | None = None
         self._finished = False
+        self._stall_noted = False
         self._stop = threading.Event()
         self._last_frame_at = time.monotonic()
         self._thread = threading.Thread(target=self._capture_loop, name="pcedge-capture", daemon=True)
@@ -43,27 +56,44 @@ class LiveSource(FrameSource):
     def fps(self) -> float:
         return self._fps
 
+    @property
+    def finished(self) -> bool:
+        """No frame will come any more (given up, closed, or a finite pipeline ended) and none is waiting."""
+        with self._cond:
+            return self._finished and self._latest is None
+
     def __iter__(self) -> Iterator[Frame]:
-        give_up_s = self.options.stall_s + self.options.reconnect_s + self.options.open_timeout_s
         while True:
             with self._cond:
-                stalled = False
                 while self._latest is None and not self._finished:
                     self._cond.wait(timeout=0.1)
-                    waited = time.monotonic() - self._last_frame_at
-                    if waited >= self.options.stall_s and not stalled:
-                        # The watchdog: a backend whose read() blocks forever still gets noticed here.
-                        stalled = True
-                        self.stats.stalls += 1
-                        log.warning("%s: no frame for %.1f s", self.description, waited)
-                    if waited >= give_up_s:
-                        self.stats.error = f"{self.description}: no frame for {waited:.0f} s, giving up"
-                        log.error(self.stats.error)
-                        self._finished = True
+                    self._watch()
                 frame, self._latest = self._latest, None
                 if frame is None:
                     return
             yield frame
+
+    def take_newest(self) -> Frame | None:
+        """The newest captured frame not yet taken, without waiting (None if none arrived since the last take)."""
+        with self._cond:
+            self._watch()
+            frame, self._latest = self._latest, None
+        return frame
+
+    def _watch(self) -> None:
+        """The watchdog (caller holds the lock): a backend whose read() blocks forever is still noticed, as a stall
+        once ``stall_s`` pass without a frame on an open source, and given up after every retry would have ended."""
+        if self._finished:
+            return
+        waited = time.monotonic() - self._last_frame_at
+        if waited >= self.options.stall_s and not self._stall_noted and self.opened.is_set():
+            self._stall_noted = True
+            self.stats.stalls += 1
+            log.warning("%s: no frame for %.1f s", self.description, waited)
+        if waited >= self.options.stall_s + self.options.reconnect_s + self.options.open_timeout_s:
+            self.stats.error = f"{self.description}: no frame for {waited:.0f} s, giving up"
+            log.error(self.stats.error)
+            self._finished = True
 
     def close(self) -> None:
         self._stop.set()
@@ -92,7 +122,7 @@ class LiveSource(FrameSource):
                     continue
                 if self._stop.is_set():
                     break
-                first = self._reconnect()
+                first = self._reconnect(first_open=not self.opened.is_set())  # retry_first_open starts here
                 if first is None:
                     break
                 self._publish(Frame(to_bgr8(first), index, time.time()))
@@ -112,47 +142,67 @@ class LiveSource(FrameSource):
                 self.stats.dropped += 1
             self._latest = frame
             self._last_frame_at = time.monotonic()
+            self._stall_noted = False
             self._cond.notify()
+        self.opened.set()
+        if self.on_frame is not None:
+            self.on_frame()
 
-    def _reconnect(self) -> np.ndarray | None:
-        """Reopen with backoff for up to reconnect_s and return the first frame; None when the source is given up.
+    def _reconnect(self, first_open: bool = False) -> np.ndarray | None:
+        """(Re)open with backoff for up to reconnect_s and return the first frame; None when the source is given up.
 
-        A reopen counts only when a frame comes out of it: some backends (OpenCV 4.6's FFmpeg on RTSP)
+        A (re)open counts only when a frame comes out of it: some backends (OpenCV 4.6's FFmpeg on RTSP)
         "open" a stream whose server is gone and then fail every read, which must not look like a
-        recovery. The outage is recorded as a gap either way.
+        recovery. The outage is recorded as a gap either way; a first open always gets one attempt, and
+        one that succeeds at once is no outage.
         """
         start_wall, start = time.time(), time.monotonic()
-        log.warning("%s: stream ended, failed or stalled; reconnecting for up to %.0f s", self.description, self.options.reconnect_s)
+        if not first_open:
+            log.warning("%s: stream ended, failed or stalled; reconnecting for up to %.0f s", self.description,
+                        self.options.reconnect_s)
         if self._cap is not None:
             self._cap.release()
             self._cap = None
-        delay = 0.25
-        while not self._stop.is_set() and time.monotonic() - start < self.options.reconnect_s:
-            try:
-                cap = self._opener()
-            except SourceError as exc:
-                log.debug("reopen failed: %s", exc)
-                self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            ok, image = cap.read()
-            if not ok or image is None or not image.size:
-                log.debug("reopened, but no frame came out")
-                cap.release()
-                self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            self._cap = cap
-            self.stats.reconnects += 1
-            end = time.time()
-            self.stats.add_gap(start_wall, end)
-            log.warning("%s: reconnected after %.1f s", self.description, end - start_wall)
-            return image
+        delay, attempts, reason = 0.25, 0, ""
+        while not self._stop.is_set() and (time.monotonic() - start < self.options.reconnect_s or (first_open and not attempts)):
+            attempts += 1
+            image, reason = self._try_open()
+            if image is not None:
+                end = time.time()
+                if attempts > 1 or not first_open:
+                    self.stats.add_gap(start_wall, end)
+                    log.warning("%s: %s after %.1f s", self.description, "opened" if first_open else "reconnected", end - start_wall)
+                self.stats.reconnects += int(not first_open)
+                return image
+            log.debug("%s: %s", self.description, reason)
+            if not self.options.reconnect_s:
+                break
+            if first_open and attempts == 1:
+                log.warning("%s; retrying for up to %.0f s", reason, self.options.reconnect_s)  # the reason names the source
+            self._stop.wait(delay)
+            delay = min(delay * 2, 5.0)
         if not self._stop.is_set():
-            self.stats.error = f"{self.description}: lost and not back within {self.options.reconnect_s:.0f} s"
+            if first_open:
+                retried = f"; never opened, retried for {self.options.reconnect_s:.0f} s" if self.options.reconnect_s else ""
+                self.stats.error = f"{reason}{retried}"
+            else:
+                self.stats.error = f"{self.description}: lost and not back within {self.options.reconnect_s:.0f} s"
             self.stats.add_gap(start_wall, time.time())
             log.error(self.stats.error)
         return None
+
+    def _try_open(self) -> tuple[np.ndarray | None, str]:
+        """One open attempt: the first frame, or None and why not."""
+        try:
+            cap = self._opener()
+        except SourceError as exc:
+            return None, str(exc)
+        ok, image = cap.read()
+        if ok and image is not None and image.size:
+            self._cap, self._fps = cap, float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+            return image, ""
+        cap.release()
+        return None, f"{self.description}: opened, but no frame came out"
 
 
 def _describe_live(spec: SourceSpec) -> str:

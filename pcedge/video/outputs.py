@@ -47,6 +47,9 @@ class Output:
     def close(self) -> None:
         """Flush and release; safe to call twice."""
 
+    def set_rate(self, fps: float) -> None:
+        """The frame rate to record at, once known (the source's, at its first frame); before the first write only."""
+
     def _write(self, frame: np.ndarray) -> None:
         raise NotImplementedError
 
@@ -87,6 +90,10 @@ class VideoFileOutput(Output):
         self._writer: Any = None
         self._size: tuple[int, int] | None = None
         self._closed = False
+
+    def set_rate(self, fps: float) -> None:
+        if self._writer is None and fps > 0:
+            self.fps = fps
 
     def _write(self, frame: np.ndarray) -> None:
         if self._writer is None:
@@ -165,15 +172,16 @@ def display_available() -> bool:
     return os.name == "nt" or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def open_output(uri: str | Path | None, fps: float = 30.0) -> Output:
-    """``None`` or "" = headless; ``display://N`` = window; a video suffix = file; anything else = folder."""
+def open_output(uri: str | Path | None, fps: float = 30.0, *, title: str = "") -> Output:
+    """``None`` or "" = headless; ``display://N`` = window (``title``: its title); a video suffix = file; anything
+    else = folder."""
     text = "" if uri is None else str(uri).strip()
     if not text:
         return NullOutput()
     if text.startswith("display://"):
         if not display_available():
             raise ConfigError(f"{text}: no display here (DISPLAY is not set); use --output FILE.mp4 or --headless")
-        return DisplayOutput(f"pcedge {text[len('display://'):] or '0'}")
+        return DisplayOutput(title or f"pcedge {text[len('display://'):] or '0'}")
     path = Path(text[len("file://"):] if text.startswith("file://") else text)
     if path.suffix.lower() in VIDEO_CODECS:
         return VideoFileOutput(path, fps)

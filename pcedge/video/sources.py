@@ -26,8 +26,12 @@ __all__ = ["IMAGE_SUFFIXES", "Frame", "FrameSource", "ImageSource", "LiveSource"
            "VideoFileSource", "open_source", "parse_source"]
 
 
-def open_source(uri: str | int | Path, options: SourceOptions | None = None) -> FrameSource:
-    """Open a source URI (see the module docstring); errors name the source and what was tried."""
+def open_source(uri: str | int | Path, options: SourceOptions | None = None, *, retry_first_open: bool = False) -> FrameSource:
+    """Open a source URI (see the module docstring); errors name the source and what was tried.
+
+    A live source that cannot be opened raises at once, unless ``retry_first_open``: then it is opened in its
+    capture thread and retried for ``reconnect_s`` like a source lost mid-run (what the stream loop asks for,
+    so a camera that comes up after the service is picked up)."""
     options = options or SourceOptions()
     spec = parse_source(uri, options)
     if spec.kind == "image":
@@ -36,4 +40,4 @@ def open_source(uri: str | int | Path, options: SourceOptions | None = None) -> 
         return ImageSource(spec.location, spec.uri, options)
     if spec.kind == "video":
         return VideoFileSource(spec.location, options)
-    return LiveSource(spec, options)
+    return LiveSource(spec, options, retry_first_open=retry_first_open)

@@ -91,9 +91,9 @@ def _rtsp_ready() -> str:
 
 @pytest.mark.skipif(bool(_rtsp_ready()), reason=_rtsp_ready() or "ready")
 def test_rtsp_through_gstreamer_beside_ffmpeg():
-    from tests.video.test_rtsp import RtspServer, _free_port
+    from tests.support.rtsp import RtspServer
 
-    server = RtspServer(_free_port()).start()
+    server = RtspServer().start()
     try:
         spec = parse_source(server.url, SourceOptions(rtsp_backend="gstreamer"))
         assert spec.kind == "gstreamer" and spec.location == rtsp_pipeline(server.url, jetson=False)

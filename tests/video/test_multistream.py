@@ -16,7 +16,7 @@ from pcedge.errors import ConfigError
 from pcedge.runtime.driver import PatchCleanser
 from pcedge.video import StreamSpec, stream_many
 from pcedge.video.base import Frame, FrameSource
-from pcedge.video.multirun import stream_outputs
+from pcedge.video.sinks import stream_outputs
 from tests.models import export_test_model
 from tests.video.clips import count_frames, numbered_frame, read_index, write_numbered_clip
 
@@ -113,7 +113,9 @@ def test_a_stalled_stream_never_holds_the_others(model_path, clips):
             served[index] += 1
             if served[1] == 30:
                 break
-        assert served == {0: 2, 1: 30} and time.monotonic() - start < 30
+        # a live source's frames are its newest at each step: the two it sent at once are one defended and one
+        # counted as dropped (replaced before a step took it), or both defended
+        assert served[1] == 30 and served[0] >= 1 and served[0] + stalled.stats.dropped == 2 and time.monotonic() - start < 30
         stalled.close()
 
 

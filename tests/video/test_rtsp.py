@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,54 +17,16 @@ from pathlib import Path
 import pytest
 
 from pcedge.video import SourceOptions, open_source
+from tests.support.rtsp import RtspServer, rtsp_server_missing
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVER = ROOT / "tests" / "support" / "rtsp_server.py"
-SYSTEM_PYTHON = "/usr/bin/python3"
-
-
-def _server_available() -> str:
-    if not Path(SYSTEM_PYTHON).exists():
-        return f"{SYSTEM_PYTHON} not found"
-    probe = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
-             "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
-             "assert Gst.ElementFactory.find('x264enc') and Gst.ElementFactory.find('rtph264pay')")
-    result = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, text=True)
-    return "" if result.returncode == 0 else "needs Debian's gir1.2-gst-rtsp-server-1.0, python3-gi, gstreamer1.0-plugins-{base,good,ugly} (make system-deps)"
-
-
-SKIP = _server_available()
+SKIP = rtsp_server_missing()
 pytestmark = pytest.mark.skipif(bool(SKIP), reason=f"no loopback RTSP server: {SKIP}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RtspServer:
-    def __init__(self, port: int) -> None:
-        self.port, self.proc = port, None
-        self.url = f"rtsp://127.0.0.1:{port}/test"
-
-    def start(self) -> "RtspServer":
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}  # Debian's python, its own paths
-        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), str(self.port)], stdout=subprocess.PIPE, text=True, env=env)
-        line = self.proc.stdout.readline().strip()
-        assert line == "ready", f"RTSP server did not start: {line!r}"
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture
 def server():
-    srv = RtspServer(_free_port()).start()
+    srv = RtspServer().start()
     yield srv
     srv.stop()
 
@@ -99,9 +59,9 @@ RECOVERING = SourceOptions(stall_s=1.0, reconnect_s=20, open_timeout_s=5)
 def test_rtsp_stall_is_detected_and_recovered(server):
     with open_source(server.url, RECOVERING) as src:
         assert len(_take(src, 5)) == 5
-        server.proc.send_signal(signal.SIGSTOP)  # the server freezes: the connection stays open, no data flows
+        server.freeze()  # the server freezes: the connection stays open, no data flows
         time.sleep(2.5)
-        server.proc.send_signal(signal.SIGCONT)
+        server.thaw()
         resumed = _take(src, 5)
     assert len(resumed) == 5
     assert src.stats.stalls >= 1 and src.stats.reconnects >= 1 and src.stats.gaps

@@ -172,7 +172,8 @@ def test_cli_run_stopped_by_a_signal_leaves_a_playable_recording_and_says_so_in_
 
 
 def test_cli_run_missing_camera_is_one_clear_line(model_path):
-    proc = _cli("run", "--model", str(model_path), "--source", "/dev/video63", "--headless", "--patch", "5", "--masks-per-axis", "3")
+    proc = _cli("run", "--model", str(model_path), "--source", "/dev/video63", "--headless", "--patch", "5", "--masks-per-axis", "3",
+                "--reconnect", "1")  # a camera missing at start is retried like a lost one (here for 1 s), then given up
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "pcedge run: error: camera /dev/video63: /dev/video63 does not exist" in stderr

@@ -1,0 +1,28 @@
+"""Long commands end cleanly on Ctrl-C and SIGTERM: the signal asks the work to stop, the work finishes its files."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[tuple[threading.Event, list[int]]]:
+    """While the block runs, SIGINT and SIGTERM set the event (and are recorded) instead of raising, so a long
+    command finishes its recording, summary or server shutdown; the previous handlers come back afterwards.
+    The command then exits 128 + the first signal (130, 143)."""
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop, received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

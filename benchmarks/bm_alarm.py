@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pcedge.alarm import DEFAULT_WINDOW, LEVELS, StreamAlarm  # noqa: E402
-from pcedge.cli.demo import AVOID, CLIP_FPS, CLIP_SIZE, PATCH_ANCHOR, PATCHED_PHOTO, SECONDS_PER_PHOTO, shipped_patch  # noqa: E402
+from pcedge.evaluation.demo import AVOID, CLIP_FPS, CLIP_SIZE, PATCH_ANCHOR, PATCHED_PHOTO, SECONDS_PER_PHOTO, shipped_patch  # noqa: E402
 from pcedge.evaluation.bench import camera_frames, held_out_camera_frames, pasted_frames  # noqa: E402
 from pcedge.evaluation.democlip import make_demo_clip  # noqa: E402
 from pcedge.runtime.driver import PatchCleanser  # noqa: E402

@@ -88,7 +88,7 @@ def prepare(args: argparse.Namespace) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    from pcedge.cli.demo import ensure_demo_model
+    from pcedge.evaluation.demo import ensure_demo_model
 
     ensure_demo_model(ROOT / "demo_out")
     clips = sorted(WORK.glob("train_*.avi"))
@@ -185,7 +185,7 @@ def demo_metrics(pc, workdir: Path) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bm_alarm import sequences
 
-    from pcedge.cli.demo import AVOID
+    from pcedge.evaluation.demo import AVOID
 
     workdir.mkdir(parents=True, exist_ok=True)
     out = {}

@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16, help="frames per stream")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    from pcedge.cli.demo import ensure_demo_model
+    from pcedge.evaluation.demo import ensure_demo_model
 
     model = args.model or ensure_demo_model(Path("demo_out"))
     report = []

@@ -188,7 +188,7 @@ def main() -> None:
     parser.add_argument("--classifier-batch", type=int, help="images per classifier execution (default: pcedge triton repo's)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    from pcedge.cli.demo import ensure_demo_model
+    from pcedge.evaluation.demo import ensure_demo_model
     from pcedge.runtime.driver import PatchCleanser
     from pcedge.serve.client import warm_up
     from pcedge.serve.repository import RepositoryOptions, write_repository

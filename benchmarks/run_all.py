@@ -77,7 +77,7 @@ def int8(model: Path) -> tuple[Path | None, str]:
 
 
 def demo_model(out: Path) -> Path:
-    from pcedge.cli.demo import ensure_demo_model
+    from pcedge.evaluation.demo import ensure_demo_model
 
     return ensure_demo_model(out)
 

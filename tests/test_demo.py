@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pcedge.cli.demo import AVOID, SHIPPED_PATCH
+from pcedge.evaluation.demo import AVOID, SHIPPED_PATCH
 
 ROOT = Path(__file__).resolve().parents[1]
 

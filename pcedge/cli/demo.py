@@ -25,49 +25,30 @@ import cv2
 import numpy as np
 
 from ..errors import PcedgeError
+from ..evaluation.demo import (
+    AVOID,
+    CLIP_FPS,
+    CLIP_SIZE,
+    PATCH_ANCHOR,
+    PATCHED_PHOTO,
+    SECONDS_PER_PHOTO,
+    SHIPPED_PATCH,
+    ensure_demo_model,
+    shipped_patch,
+)
 from ..evaluation.democlip import PATCHED_MOTION, camera_view, load_photos, make_demo_clip, max_patch_side_in_frame, patch_corner
 from ..evaluation.sample_data import foolbox_samples
 from ..runtime.driver import PatchCleanser
-from ..runtime.modelfile import read_onnx_metadata
-from ..util.progress import progress, ticking
+from ..util.progress import progress
 from ..video import RunOptions, SourceOptions, run
 from ..video.summary import format_summary
 from .masks import describe_mask_set, draw_mask_set
 
-CLIP_SIZE, CLIP_FPS, SECONDS_PER_PHOTO = (360, 640), 12, 1.5
-PATCHED_PHOTO, PATCH_ANCHOR = "coffee", (0.5, 0.5)  # the photo that gets the patch, and where (x, y fractions)
-AVOID = [967, 968, 504]  # espresso, cup, coffee mug: the patch pushes the plain model off all three
-SHIPPED_PATCH = Path(__file__).resolve().parents[1] / "data" / "demo_patch_coffee_43px.png"
 STEPS = 5
 
 
 def step(n: int, text: str) -> None:
     print(f"\n[{n}/{STEPS}] {text}", flush=True)
-
-
-def ensure_demo_model(out_dir: Path) -> Path:
-    """Export EfficientNet-Lite0 once; reuse the file while its metadata says it is ours."""
-    path = out_dir / "efficientnet_lite0.onnx"
-    if path.is_file() and read_onnx_metadata(path).get("pcedge.source_model") == "efficientnet-lite0":
-        print(f"reusing {path}")
-        return path
-    from ..export import export_onnx, load_model
-
-    with ticking("exporting EfficientNet-Lite0 to ONNX and checking it against PyTorch (about 30 s)"):
-        loaded = load_model("efficientnet-lite0")
-        defaults = dict(loaded.defaults)
-        labels = defaults.pop("labels")
-        report = export_onnx(loaded.module, path, labels=labels, source_name=loaded.name, **defaults)
-    print(report.summary())
-    return path
-
-
-def shipped_patch() -> np.ndarray:
-    """The demo's adversarial patch (BGR), made by ``python -m pcedge.cli.demo --optimize-patch`` and shipped."""
-    patch = cv2.imread(str(SHIPPED_PATCH), cv2.IMREAD_COLOR)
-    if patch is None:
-        raise PcedgeError(f"the shipped demo patch {SHIPPED_PATCH} is missing: reinstall pcedge, or run with --optimize-patch")
-    return patch
 
 
 def optimize_patch(pc: PatchCleanser, side: int, out_path: Path) -> np.ndarray:

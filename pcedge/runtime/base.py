@@ -12,16 +12,12 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import EngineError
 
-if TYPE_CHECKING:
-    from ..masks import MaskSet
-    from ..preprocess import PreprocessSpec
-    from .writers import FrameWriter
 
 _COUNTER = itertools.count()
 
@@ -100,19 +96,14 @@ class Engine(ABC):
             raise EngineError(f"{self.name}: the model returned {labels.shape[0]} labels for a batch of {n}")
         return labels
 
-    def frame_writer(self, spec: "PreprocessSpec", mask_set: "MaskSet", frame_order: str = "BGR") -> "FrameWriter":
-        """The writer for this engine's buffer: the CUDA kernel for device buffers, the C++ kernel for host ones."""
-        from .writers import CudaFrameWriter, HostFrameWriter
-
-        return (CudaFrameWriter if self.device == "cuda" else HostFrameWriter)(self, spec, mask_set, frame_order)
-
     def describe(self) -> str:
         """Which backend and provider actually runs, for logs and results."""
         return self.backend
 
     @property
     def stream(self) -> int:
-        """The CUDA stream this engine computes on, where the CUDA writer must launch (0: none / the CPU)."""
+        """The CUDA stream this engine computes on, where the CUDA writer must upload and launch (0: none / the CPU).
+        Writers for an engine come from :func:`pcedge.runtime.writers.frame_writer` (host or CUDA by ``device``)."""
         return 0
 
     def identity(self) -> dict[str, Any] | None:

@@ -41,6 +41,7 @@ from .base import Engine
 from .kernels import PreparedFrame
 from .latency import LatencyCurve, LatencyCurveCache, chunk_sequence, engine_latency_curve, plan_first_chunks
 from .modelfile import read_onnx_metadata, saturation_risk
+from .writers import frame_writer
 
 log = logging.getLogger("pcedge.driver")
 
@@ -74,7 +75,7 @@ class PatchCleanser:
         self.second_round, self.budget, self.frame_order = second_round, budget, frame_order
         self.class_names = spec.class_names
         self._one_mask = np.arange(len(mask_set), dtype=np.int32)
-        self._writer = engine.frame_writer(spec, mask_set, frame_order)
+        self._writer = frame_writer(engine, spec, mask_set, frame_order)
         self.latency_curve: LatencyCurve | None = None
         self._first_chunks: tuple[int, ...] | None = None
         self._ask_order = index_order

@@ -4,7 +4,9 @@ Build: ONNX parser -> one optimization profile for the batch axis (min 1, opt K,
 FP16 where the GPU has fast FP16 (INT8 needs a calibration cache) -> serialized engine cached on disk
 (pcedge.runtime.trt_cache), with a persistent timing cache. Run: ``set_input_shape``,
 ``set_tensor_address`` on buffers this engine owns and ``execute_async_v3`` on its own stream; the
-one-mask batch (fixed shape) is captured once as a CUDA graph and replayed.
+one-mask batch (fixed shape) is captured once as a CUDA graph and replayed only while the context is at
+the shape it was captured at (a second round's call at another batch changes the input shape; the next
+one-mask call then runs plainly, restoring the shape, and later ones replay again).
 
 TensorRT cannot be installed on pcedge's development and CI machines, so this module is exercised only
 where TensorRT exists (tests marked ``trt`` skip with that reason elsewhere); everything around it
@@ -87,6 +89,7 @@ class TensorRTEngine(Engine):
         self.use_cuda_graph = cuda_graph
         self._meta: InputMetadata | None = None
         self._graph_exec = None
+        self._shape = 0  # the batch size the context's input shape is set to (0: none yet)
 
     # ------------------------------------------------------------------------------- build / load
     def _activate(self) -> None:
@@ -175,7 +178,7 @@ class TensorRTEngine(Engine):
             self._context.set_tensor_address(name, self._out_bufs[name].ptr)
         self._context.set_tensor_address(self._input, self._in_buf.ptr)
         self._host_out = np.empty(self._out_bufs[self._output].shape, self._out_bufs[self._output].dtype)
-        self._graph_exec = None
+        self._graph_exec, self._shape = None, 0
 
     def _deactivate(self) -> None:
         if self._graph_exec is not None:
@@ -207,22 +210,26 @@ class TensorRTEngine(Engine):
         return self._in_buf
 
     def _enqueue(self, n: int) -> None:
-        self._context.set_input_shape(self._input, (n, *self._meta.shape))
+        if n != self._shape:
+            self._context.set_input_shape(self._input, (n, *self._meta.shape))
+            self._shape = n
         if not self._context.execute_async_v3(self._stream):
             raise EngineError(f"{self.name}: execute_async_v3 failed at batch {n}")
 
     def _infer(self, n: int) -> np.ndarray:
         cudart = self._cudart
-        if n == self.num_masks and self.use_cuda_graph:
-            if self._graph_exec is None:
-                self._enqueue(n)  # one run first: TensorRT may allocate on the first enqueue of a shape
-                check_call(cudart.cudaStreamBeginCapture(self._stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture", cudart)
-                self._enqueue(n)
-                graph = check_call(cudart.cudaStreamEndCapture(self._stream), "cudaStreamEndCapture", cudart)
-                self._graph_exec = check_call(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate", cudart)
+        graphed = n == self.num_masks and self.use_cuda_graph
+        if graphed and self._graph_exec is not None and self._shape == n:  # replayed only at the shape it was captured at
             check_call(cudart.cudaGraphLaunch(self._graph_exec, self._stream), "cudaGraphLaunch", cudart)
         else:
-            self._enqueue(n)
+            self._enqueue(n)  # a plain run; TensorRT may allocate on the first enqueue of a shape, so capture after one
+            if graphed and self._graph_exec is None:
+                check_call(cudart.cudaStreamBeginCapture(self._stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal),
+                           "cudaStreamBeginCapture", cudart)
+                self._enqueue(n)  # recorded, not run: this call's labels come from the plain run above
+                graph = check_call(cudart.cudaStreamEndCapture(self._stream), "cudaStreamEndCapture", cudart)
+                self._graph_exec = check_call(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate", cudart)
+                cudart.cudaGraphDestroy(graph)  # the executable graph keeps what it needs
         out = self._out_bufs[self._output]
         nbytes = n * int(np.prod(out.shape[1:])) * out.dtype.itemsize
         check_call(cudart.cudaMemcpyAsync(self._host_out.ctypes.data, out.ptr, nbytes,

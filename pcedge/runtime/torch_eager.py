@@ -50,6 +50,13 @@ class TorchEngine(Engine):
     def _deactivate(self) -> None:
         self._input = None
 
+    @property
+    def stream(self) -> int:
+        """Torch's current stream on the device: where the CUDA writer launches, so writes and the forward stay ordered."""
+        if self.device != "cuda" or not self.is_active:
+            return 0
+        return int(self._torch.cuda.current_stream(self.torch_device).cuda_stream)
+
     def _buffer(self) -> Any:
         return self._input if self.device == "cuda" else self._input.numpy()
 

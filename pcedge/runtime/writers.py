@@ -1,6 +1,6 @@
 """Frame writers bound to one engine: a camera frame in, masked images at any offset of the engine's buffer.
 
-A writer is made once per (engine, preprocessing spec, mask set) by ``Engine.frame_writer``, which picks
+A writer is made once per (engine, preprocessing spec, mask set) by :func:`frame_writer`, which picks
 the host writer (the C++ kernel) for engines whose buffer is a numpy array and the CUDA writer for
 device buffers, so the driver never asks which device it runs on. ``load`` validates a frame once and
 prepares what every later write of it reuses (resize geometry, channel order, normalization; on a GPU
@@ -79,21 +79,32 @@ class HostFrameWriter(FrameWriter):
 
 
 class CudaFrameWriter(FrameWriter):
-    """The CUDA kernel writing into a device buffer on the engine's stream; frames are uploaded once per load."""
+    """The CUDA kernel writing into a device buffer on the engine's stream; frames are uploaded once per load.
+
+    The upload runs on the engine's stream too (a CuPy ``ExternalStream`` over it), from a pinned host buffer
+    reused per slot, so the copy, the kernel and the engine's call are ordered on one stream without a host
+    synchronization. A slot's pinned buffer is rewritten only at its next load, after the engine's call that
+    read it has synchronized (every engine call returns labels to the host).
+    """
 
     def __init__(self, engine: "Engine", spec: PreprocessSpec, mask_set: MaskSet, frame_order: str = "BGR") -> None:
         super().__init__(engine, spec, mask_set, frame_order)
         self._kernel = CudaMaskWriter(mask_set, engine.max_batch)
-        self._uploads: dict[int, Any] = {}
+        self._uploads: dict[int, tuple[Any, Any]] = {}  # slot -> (pinned host buffer, device buffer)
 
     def _place(self, frame: np.ndarray, slot: int) -> Any:
         from ..util.optional import require
 
         cp = require("cupy", "uploading frames to the CUDA writer")
-        target = self._uploads.get(slot)
-        if target is None or target.shape != frame.shape:
-            target = self._uploads[slot] = cp.empty(frame.shape, dtype=cp.uint8)
-        target.set(frame)
+        staged = self._uploads.get(slot)
+        if staged is None or staged[1].shape != frame.shape:
+            import cupyx
+
+            staged = self._uploads[slot] = (cupyx.empty_pinned(frame.shape, np.uint8), cp.empty(frame.shape, dtype=cp.uint8))
+        pinned, target = staged
+        np.copyto(pinned, frame)
+        stream = cp.cuda.ExternalStream(self.engine.stream) if self.engine.stream else cp.cuda.Stream.null
+        target.set(pinned, stream=stream)
         return target
 
     def _write(self, frame: PreparedFrame, sel: np.ndarray, mode: int, count: int, offset: int) -> None:
@@ -106,3 +117,8 @@ class CudaFrameWriter(FrameWriter):
             image_bytes = int(np.prod(out.shape[1:])) * out.dtype.itemsize
             self._kernel.write_prepared(frame, self.spec, sel, mode, out.ptr + offset * image_bytes, out.dtype == np.float16,
                                         self.engine.stream)
+
+
+def frame_writer(engine: "Engine", spec: PreprocessSpec, mask_set: MaskSet, frame_order: str = "BGR") -> FrameWriter:
+    """The writer for this engine's buffer: the CUDA kernel for device buffers, the C++ kernel for host ones."""
+    return (CudaFrameWriter if engine.device == "cuda" else HostFrameWriter)(engine, spec, mask_set, frame_order)

@@ -5,7 +5,8 @@ Triton's dynamic batcher hands ``execute`` the requests of several cameras at on
 their second rounds advance in lockstep (each frame's result is exactly what it would get alone). The engine is
 :class:`TritonBlsEngine`: masked images reach the classifier model by BLS. A request that asks for another
 threat model (``THREAT_MODEL``) gets a driver for that mask set (built and proved here, insecure sets refused;
-at most ``MAX_THREAT_MODELS`` kept). Every failure becomes that request's error response; the model stays up.
+at most ``MAX_THREAT_MODELS`` kept). Every failure, of any kind, becomes that request's error response and the
+batch's other requests are answered; the model stays up.
 
 The repository's ``model.py`` is a two-line shim importing :class:`TritonPythonModel` from here, so the server's
 Python must have pcedge installed (``pcedge triton serve`` starts the server with this interpreter).
@@ -60,13 +61,14 @@ class TritonPythonModel:
         return driver
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        pb = self.pb
+        """Answer every request of Triton's batch: the frames of all requests with the same threat model in one
+        driver step; any exception inside one request becomes that request's error, and the others are answered."""
         responses: list[Any] = [None] * len(requests)
         groups: dict[MaskSpec, list[tuple[int, np.ndarray]]] = {}
         for i, request in enumerate(requests):
             try:
-                frames = pb.get_input_tensor_by_name(request, FRAME).as_numpy()
-                threat_tensor = pb.get_input_tensor_by_name(request, THREAT_MODEL)
+                frames = self.pb.get_input_tensor_by_name(request, FRAME).as_numpy()
+                threat_tensor = self.pb.get_input_tensor_by_name(request, THREAT_MODEL)
                 threat = self.default_threat
                 if threat_tensor is not None:
                     texts = {_text(v) for v in threat_tensor.as_numpy().reshape(-1)}
@@ -75,23 +77,37 @@ class TritonPythonModel:
                     threat = threat_from_json(texts.pop())
                 self.driver(threat)  # build (and prove) it now, so an insecure request fails alone
                 groups.setdefault(threat, []).append((i, frames))
-            except PcedgeError as exc:
-                responses[i] = pb.InferenceResponse(error=pb.TritonError(str(exc)))
+            except Exception as exc:  # noqa: BLE001 - a request's failure is its own response, never the batch's
+                responses[i] = self._error(exc)
         for threat, items in groups.items():
-            frames = [frame for _, batch in items for frame in batch]
-            try:
-                results = self.driver(threat).predict_batch(frames)
-            except PcedgeError as exc:
-                for i, _ in items:
-                    responses[i] = pb.InferenceResponse(error=pb.TritonError(str(exc)))
-                continue
-            start = 0
-            for i, batch in items:
-                mine = results[start : start + len(batch)]
-                start += len(batch)
-                responses[i] = pb.InferenceResponse(output_tensors=[pb.Tensor(name, value)
-                                                                    for name, value in result_outputs(mine).items()])
+            self._answer(self.driver(threat), items, responses)
         return responses
+
+    def _answer(self, driver: PatchCleanser, items: list[tuple[int, np.ndarray]], responses: list[Any]) -> None:
+        """One step for the frames of ``items``' requests; if it fails, each request again alone, so the failure
+        reaches only the request that caused it (a rare path: the step that failed is simply repeated smaller)."""
+        try:
+            results = driver.predict_batch([frame for _, batch in items for frame in batch])
+        except Exception as exc:  # noqa: BLE001
+            if len(items) > 1:
+                for item in items:
+                    self._answer(driver, [item], responses)
+            else:
+                responses[items[0][0]] = self._error(exc)
+            return
+        start = 0
+        for i, batch in items:
+            mine = results[start : start + len(batch)]
+            start += len(batch)
+            responses[i] = self.pb.InferenceResponse(output_tensors=[self.pb.Tensor(name, value)
+                                                                     for name, value in result_outputs(mine).items()])
+
+    def _error(self, exc: Exception) -> Any:
+        """A request's error response: pcedge's own errors in their words, anything else named and logged."""
+        if not isinstance(exc, PcedgeError):
+            log.error("a request failed: %s: %s", type(exc).__name__, exc, exc_info=True)
+        text = str(exc) if isinstance(exc, PcedgeError) else f"internal error in the defense model: {type(exc).__name__}: {exc}"
+        return self.pb.InferenceResponse(error=self.pb.TritonError(text))
 
     def finalize(self) -> None:
         self.engine.deactivate()

@@ -9,6 +9,7 @@ back under the policy by :func:`tame`, which ``pcedge.util.optional.require`` ca
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 _VERBOSITY: int | None = None  # None: the host application owns logging (pcedge used as a library)
@@ -40,12 +41,29 @@ def configure_logging(verbosity: int) -> None:
     set_quiet(verbosity < 0)
     global _VERBOSITY
     _VERBOSITY = verbosity
-    try:  # OpenCV prints its own "[ WARN ... ]" lines (an undecodable image) before pcedge's message
-        import cv2
+    quiet_opencv(verbose=verbosity > 0)
 
-        cv2.setLogLevel(0 if verbosity <= 0 else 3)  # 0: silent, 3: warnings
-    except (ImportError, AttributeError):
-        pass
+
+FFMPEG_QUIET, FFMPEG_ERRORS = "-8", "16"  # FFmpeg's AV_LOG_QUIET and AV_LOG_ERROR
+
+
+def quiet_opencv(verbose: bool) -> None:
+    """OpenCV's own "[ WARN:0@0.1] global cap.cpp ..." lines and its FFmpeg's "[tcp @ 0x...] Connection refused"
+    reach the console before pcedge says the same thing in its words: shown only with -v.
+
+    FFmpeg's level is read by OpenCV from ``OPENCV_FFMPEG_LOGLEVEL`` when its first capture opens, so it is set
+    here, before any (a value the user set is kept); OpenCV's own level has a different call in 4.x and 5.x.
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", FFMPEG_ERRORS if verbose else FFMPEG_QUIET)
+    try:
+        import cv2
+    except ImportError:
+        return
+    level = 3 if verbose else 0  # 3: warnings, 0: silent
+    if hasattr(cv2, "setLogLevel"):  # OpenCV 4.x
+        cv2.setLogLevel(level)
+    elif hasattr(getattr(cv2, "utils", None), "logging"):  # OpenCV 5.x
+        cv2.utils.logging.setLogLevel(level)
 
 
 class _LogFormatter(logging.Formatter):

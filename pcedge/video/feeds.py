@@ -50,6 +50,16 @@ class Feed:
 
     # ------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
+        """Open and read in the background; a file is opened here first (it is local and quick, and OpenCV opens
+        captures one at a time, so a file opened before the cameras never waits behind one)."""
+        if self.source is None and not self.live:
+            try:
+                self.source = open_source(self._target, self.options)
+            except PcedgeError as exc:
+                self.error = self.stats.error = str(exc)
+                with self._cond:
+                    self._reader_done = True
+                return
         threading.Thread(target=self._open_and_read, name="pcedge-feed", daemon=True).start()
 
     @property

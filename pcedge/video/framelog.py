@@ -3,20 +3,19 @@
 Each line is flushed as it is written, so a run that is killed still leaves every processed frame in the log
 (one possibly partial last line at worst). With several streams every record carries ``stream`` and
 ``stream_name``; each stream's summary is a tagged ``{"event": "summary"}`` line before the run's own. A log
-that cannot be written (a full disk) stops logging with one error line; the defense goes on.
+that cannot be written (a full disk) stops logging: the sink chain switches it off with one error line, the
+summary names it under ``sinks_failed``, and the defense goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import logging
 from pathlib import Path
 from typing import IO, Any, Sequence
 
 from .loop import Defended, Stream, StreamEvent
 from .sinks import Sink
-
-log = logging.getLogger("pcedge.video")
 
 
 class FrameLog(Sink):
@@ -26,7 +25,6 @@ class FrameLog(Sink):
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path else None
-        self.failed = ""
         self._file: IO[str] | None = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +76,7 @@ class FrameLog(Sink):
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
         except OSError as exc:
-            self.failed = f"{self.path}: {exc}"
-            log.error("frame log stopped (the defense goes on): %s", self.failed)
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            with contextlib.suppress(OSError):
+                file.close()
+            raise OSError(f"{self.path}: {exc.strerror or exc}") from None  # the sink chain switches this log off

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import SourceError
 from .base import Frame, FrameSource, open_capture, to_bgr8
+from .rtsp_probe import rtsp_unanswered
 from .uri import SourceOptions, SourceSpec, opencv_has_gstreamer
 
 log = logging.getLogger("pcedge.video.sources")
@@ -48,7 +49,7 @@ class LiveSource(FrameSource):
         self._finished = False
         self._stall_noted = False
         self._stop = threading.Event()
-        self._last_frame_at = time.monotonic()
+        self._last_frame_at, self._last_frame_wall = time.monotonic(), time.time()
         self._thread = threading.Thread(target=self._capture_loop, name="pcedge-capture", daemon=True)
         self._thread.start()
 
@@ -141,7 +142,7 @@ class LiveSource(FrameSource):
             if self._latest is not None:
                 self.stats.dropped += 1
             self._latest = frame
-            self._last_frame_at = time.monotonic()
+            self._last_frame_at, self._last_frame_wall = time.monotonic(), frame.captured_at
             self._stall_noted = False
             self._cond.notify()
         self.opened.set()
@@ -156,7 +157,8 @@ class LiveSource(FrameSource):
         recovery. The outage is recorded as a gap either way; a first open always gets one attempt, and
         one that succeeds at once is no outage.
         """
-        start_wall, start = time.time(), time.monotonic()
+        # the outage began with the last frame (a stalled camera was silent for stall_s before this), or now
+        start_wall, start = self._last_frame_wall if not first_open else time.time(), time.monotonic()
         if not first_open:
             log.warning("%s: stream ended, failed or stalled; reconnecting for up to %.0f s", self.description,
                         self.options.reconnect_s)
@@ -221,6 +223,9 @@ def _open_live(spec: SourceSpec, options: SourceOptions) -> Any:
             raise SourceError(f"{spec.uri}: this OpenCV has no GStreamer support (pip's opencv-python does not; "
                               "on Jetson use JetPack's python3-opencv, or build OpenCV with -DWITH_GSTREAMER=ON)")
         return open_capture(spec.location, cv2.CAP_GSTREAMER, options, f"GStreamer pipeline {spec.location!r}")
+    unanswered = rtsp_unanswered(spec.location, options.open_timeout_s)
+    if unanswered:
+        raise SourceError(f"cannot open stream {spec.location}: {unanswered}")
     return open_capture(spec.location, cv2.CAP_FFMPEG, options, f"stream {spec.location}")
 
 

@@ -132,7 +132,7 @@ class StreamLoop:
                                        1.0 / rate if rate else 0.0))
 
     def __iter__(self) -> Iterator[Defended | StreamEvent]:
-        for stream in self.streams:
+        for stream in sorted(self.streams, key=lambda s: s.feed.live):  # files first: see Feed.start
             stream.feed.start()
         try:
             while not self.stop.is_set():

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="torch is not installed (the [export] extra; make test installs the CPU wheel)")
 
 from pcedge.cli import main  # noqa: E402
 from pcedge.errors import ConfigError, DatasetError  # noqa: E402

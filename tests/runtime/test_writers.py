@@ -12,7 +12,7 @@ from pcedge.masks import MaskSet
 from pcedge.preprocess import PreprocessSpec
 from pcedge.runtime.base import Engine, InputMetadata
 from pcedge.runtime.kernels import write_frame, write_masked_frame
-from pcedge.runtime.writers import HostFrameWriter
+from pcedge.runtime.writers import HostFrameWriter, frame_writer
 from tests.conftest import examples
 
 MS = MaskSet.square(64, 7, masks_per_axis=3)
@@ -53,7 +53,7 @@ def test_any_selection_at_any_offset_equals_the_kernel_call(seed, interpolation,
     frame = camera_frame(seed, c=channels)[..., 0] if channels == 1 else camera_frame(seed, c=channels)
     selection = np.stack([picks, picks[::-1]], axis=1) if pairs else np.array(picks)
     with BufferOnly(capacity=32) as engine:
-        writer = engine.frame_writer(spec, MS)
+        writer = frame_writer(engine, spec, MS)
         count = writer.write(writer.load(frame), selection, offset=offset)
         buffer = engine.full_buffer()
         expected = write_masked_frame(frame, spec, MS, selection, np.empty((len(picks), 3, 64, 64), np.float32))
@@ -66,7 +66,7 @@ def test_frames_in_different_slots_share_one_buffer():
     spec = PreprocessSpec(input_size=(64, 64))
     frames = [camera_frame(1), camera_frame(2, 48, 64), camera_frame(3, 200, 100)]
     with BufferOnly(capacity=3 * len(MS)) as engine:
-        writer = engine.frame_writer(spec, MS)
+        writer = frame_writer(engine, spec, MS)
         loaded = [writer.load(frame, slot) for slot, frame in enumerate(frames)]
         for n, prepared in enumerate(loaded):
             writer.write(prepared, np.arange(len(MS)), offset=n * len(MS))
@@ -79,7 +79,7 @@ def test_unmasked_copies_equal_the_plain_input():
     spec = PreprocessSpec(input_size=(64, 64))
     frame = camera_frame(7)
     with BufferOnly(capacity=8) as engine:
-        writer = engine.frame_writer(spec, MS)
+        writer = frame_writer(engine, spec, MS)
         writer.write_unmasked(writer.load(frame), count=3, offset=2)
         expected = write_frame(frame, spec, np.empty((3, 3, 64, 64), np.float32), count=3)
         np.testing.assert_array_equal(engine.full_buffer()[2:5], expected)
@@ -88,7 +88,7 @@ def test_unmasked_copies_equal_the_plain_input():
 def test_writes_that_do_not_fit_and_bad_frames_are_refused():
     spec = PreprocessSpec(input_size=(64, 64))
     with BufferOnly(capacity=4) as engine:
-        writer = engine.frame_writer(spec, MS)
+        writer = frame_writer(engine, spec, MS)
         assert isinstance(writer, HostFrameWriter)
         prepared = writer.load(camera_frame(0))
         with pytest.raises(KernelError, match="3 images at offset 2 do not fit the engine's buffer of 4"):
@@ -100,4 +100,4 @@ def test_writes_that_do_not_fit_and_bad_frames_are_refused():
         with pytest.raises(ValueError):
             writer.load(np.zeros((10, 10, 3), np.float32))
     with pytest.raises(KernelError, match="mask set was built for"):
-        BufferOnly(capacity=4, size=32).frame_writer(PreprocessSpec(input_size=(32, 32)), MS)
+        frame_writer(BufferOnly(capacity=4, size=32), PreprocessSpec(input_size=(32, 32)), MS)

@@ -27,7 +27,7 @@ def require_server() -> None:
 
 def tiny_bicubic_model(folder: Path) -> Path:
     """A small real CNN (fixed seed) exported with bicubic resizing: the served pipeline equals the local one exactly."""
-    pytest.importorskip("torch")
+    pytest.importorskip("torch", reason="torch is not installed (the [export] extra; make test installs the CPU wheel)")
     import torch
 
     from pcedge.export import export_onnx

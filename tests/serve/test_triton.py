@@ -26,7 +26,7 @@ FIELDS = ("label", "case", "disagreers", "one_mask_labels", "passing_mask", "lev
 
 def photos(count: int) -> list[np.ndarray]:
     """Real photos (scikit-image's), BGR as OpenCV gives them, in several sizes and aspect ratios."""
-    skdata = pytest.importorskip("skimage.data")
+    skdata = pytest.importorskip("skimage.data", reason="scikit-image is not installed (its photos are the test frames; make test installs it)")
     images = [skdata.astronaut(), skdata.chelsea(), skdata.coffee(), skdata.rocket(), skdata.immunohistochemistry(),
               np.stack([skdata.camera()] * 3, axis=2), skdata.hubble_deep_field(), skdata.retina()]
     return [np.ascontiguousarray(image[:, :, ::-1]) for image in images[:count]]
@@ -116,7 +116,7 @@ def classifier_batches(server, model: str) -> dict[int, int]:
 
 # ------------------------------------------------------------------------------------------ bad input
 def test_malformed_requests_get_an_error_and_the_server_stays_healthy(server):
-    grpc = pytest.importorskip("tritonclient.grpc")
+    grpc = pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (make test installs it; pip install 'tritonclient[grpc]')")
     from tritonclient.utils import InferenceServerException
 
     client = grpc.InferenceServerClient(server.grpc_url)

@@ -23,7 +23,7 @@ from .test_triton import photos
 @pytest.mark.parametrize("kind, extra", [("python", []), ("onnx", ["--device", "gpu", "--trt-accelerate"]),
                                          ("tensorrt", ["--device", "gpu"]), ("onnx", [])])
 def test_repo_writes_configs_that_parse_against_tritons_schema(tmp_path, kind, extra, capsys):
-    pytest.importorskip("tritonclient.grpc")
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (make test installs it; pip install 'tritonclient[grpc]')")
     model = tiny_bicubic_model(tmp_path)
     out = tmp_path / "repo"
     assert main(["triton", "repo", "--model", str(model), "--out", str(out), "--classifier", kind, *extra]) == 0
@@ -50,7 +50,7 @@ def test_repo_writes_configs_that_parse_against_tritons_schema(tmp_path, kind, e
     (["--trt-accelerate"], "for the onnx classifier on a GPU"),
 ])
 def test_repo_refuses_what_cannot_serve_securely_or_at_all(tmp_path, args, message, capsys):
-    pytest.importorskip("tritonclient.grpc")
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (make test installs it; pip install 'tritonclient[grpc]')")
     model = tiny_bicubic_model(tmp_path)
     assert main(["triton", "repo", "--model", str(model), "--out", str(tmp_path / "repo"), *args]) == 2
     assert message in capsys.readouterr().err
@@ -76,7 +76,7 @@ def test_predict_and_run_take_a_triton_model(server, tmp_path, capsys):
 
 
 def test_run_against_a_server_that_is_not_there_says_so(tmp_path, capsys):
-    pytest.importorskip("tritonclient.grpc")
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (make test installs it; pip install 'tritonclient[grpc]')")
     clip = write_numbered_clip(tmp_path / "c.avi", 3, fourcc="MJPG")
     code = main(["run", "--model", "triton://127.0.0.1:9/none", "--source", str(clip), "--headless", "--reconnect", "1"])
     assert code == 1

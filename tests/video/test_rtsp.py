@@ -100,3 +100,24 @@ def test_cli_run_on_rtsp(server, tmp_path):
     assert sum("index" in r for r in records) == 20 and records[-1]["event"] == "summary"
     assert "frames processed   20" in proc.stdout
 
+
+
+def test_the_rtsp_probe_tells_a_live_server_from_a_frozen_or_absent_one(server):
+    """Probed before OpenCV opens a stream: OpenCV opens captures one at a time, so a hung open would hold the others."""
+    import socket
+
+    from pcedge.video.rtsp_probe import rtsp_unanswered
+
+    assert rtsp_unanswered(server.url, 5) == ""
+    with socket.socket() as silent:  # accepts connections, never answers: a frozen camera
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        start = time.monotonic()
+        assert "no answer" in rtsp_unanswered(f"rtsp://127.0.0.1:{silent.getsockname()[1]}/x", 1)
+        assert time.monotonic() - start < 3
+    assert "refused" in rtsp_unanswered("rtsp://127.0.0.1:9/none", 1)
+    server.freeze()
+    try:
+        assert "no answer" in rtsp_unanswered(server.url, 1)
+    finally:
+        server.thaw()

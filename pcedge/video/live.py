@@ -42,6 +42,7 @@ class LiveSource(FrameSource):
         self._opener = opener or (lambda: _open_live(spec, options))
         self.on_frame: Callable[[], None] | None = None  # called from the capture thread after each new frame
         self.opened = threading.Event()  # set once the source has delivered its first frame
+        self._open_deferred = retry_first_open
         self._cap = None if retry_first_open else self._opener()
         self._fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0) if self._cap is not None else 0.0
         self._cond = threading.Condition()
@@ -123,7 +124,7 @@ class LiveSource(FrameSource):
                     continue
                 if self._stop.is_set():
                     break
-                first = self._reconnect(first_open=not self.opened.is_set())  # retry_first_open starts here
+                first = self._reconnect(first_open=self._open_deferred and not self.opened.is_set())  # retry_first_open starts here
                 if first is None:
                     break
                 self._publish(Frame(to_bgr8(first), index, time.time()))

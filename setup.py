@@ -118,7 +118,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["pcedge", "pcedge.*"]),
-    package_data={"pcedge": ["data/*"]},
+    package_data={"pcedge": ["data/*", "site/static/*"]},
     ext_modules=[cpu_ext, cuda_ext],
     cmdclass={"build_ext": BuildExtWithCuda},
     # OpenCV and ONNX Runtime are extras, not requirements: on a Jetson, pip's OpenCV would shadow JetPack's (which
@@ -131,6 +131,7 @@ setup(
         "export": ["torch>=2.1", "onnx>=1.15", "onnxscript"],
         "trt": ["tensorrt>=10.0", "cuda-python>=12.0"],
         "triton": ["tritonclient[grpc]>=2.50"],  # triton:// clients and pcedge triton repo; the server brings its own Python
+        "site": ["paho-mqtt>=2.0", "prometheus-client>=0.17", "aiohttp>=3.9"],  # pcedge run --mqtt, --webhook, --metrics, --web
         "dev": ["pytest>=7", "hypothesis>=6.80"],
     },
     entry_points={"console_scripts": ["pcedge=pcedge.cli:main"]},

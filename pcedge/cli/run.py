@@ -8,6 +8,7 @@ import sys
 
 from ..alarm import DEFAULT_WINDOW, parse_window
 from ..errors import ConfigError
+from ..site.build import SiteOptions, check_site
 from ..util.files import write_json
 from ..util.signals import stop_on_signals
 from .options import EXIT_CODES, add_engine_options, announce_engine, defended_model_from_args, non_negative_int, positive_int
@@ -16,12 +17,15 @@ log = logging.getLogger("pcedge")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..site.build import site_sinks
     from ..video import RunOptions, SourceOptions
     from ..video import run as run_streams
     from ..video.outputs import display_available
     from ..video.summary import format_many, format_summary, run_failures
 
     parse_window(args.alarm)  # refuse a bad --alarm before loading the model
+    site = site_options_from_args(args)
+    check_site(site)  # refuse a bad URL, port or missing token before loading the model
     if args.show_undefended and isinstance(args.model, str):
         raise ConfigError("--show-undefended needs a local model file (one extra plain inference per frame), not a triton:// model")
     source_options = SourceOptions(width=args.width, height=args.height, fps=args.rate, codec=args.codec, loop=args.loop,
@@ -40,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     with stop_on_signals() as (stop, received):
         with defended_model_from_args(args, max_batch=args.max_batch, stop=stop) as model:
             announce_engine(model, f"{len(args.source)} streams, {model.frames_per_call} frame(s) per engine call" if many else "")
-            summary = run_streams(model, args.source, source_options, options, stop=stop)
+            sinks = site_sinks(site, model, show_masks=not args.no_mask_overlay)
+            summary = run_streams(model, args.source, source_options, options, stop=stop, sinks=sinks)
     print(format_many(summary) if many else format_summary(summary))
     if args.json:
         write_json(args.json, summary)
@@ -52,6 +57,14 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failures else 0  # a lost camera among others is reported in the table; the others kept running
 
 
+def site_options_from_args(args: argparse.Namespace) -> SiteOptions:
+    return SiteOptions(mqtt=args.mqtt, mqtt_prefix=args.mqtt_prefix, mqtt_client_id=args.mqtt_client_id,
+                       mqtt_discovery=args.mqtt_discovery, stats_interval_s=args.stats_interval, webhooks=args.webhook,
+                       webhook_secret=args.webhook_secret, metrics=args.metrics, web=args.web, web_token=args.web_token,
+                       events=args.events, clip_seconds=args.clip_seconds, events_keep=args.events_keep,
+                       events_max_mb=args.events_max_mb)
+
+
 PARSER = dict(
     help="defended live inference on a video file, camera, RTSP stream or GStreamer pipeline",
     description="Run the defended model on every frame of a source; overlay, record, log, summarize.",
@@ -61,6 +74,8 @@ PARSER = dict(
            "  pcedge run --model lite0.onnx --source rtsp://192.168.1.10:8554/cam --headless --log f.jsonl\n"
            "  pcedge run --model lite0.onnx --source door=rtsp://10.0.0.5/cam --source yard=rtsp://10.0.0.6/cam --output rec/\n"
            "  pcedge run --model lite0.onnx --source csi://0 --output display://0      # Jetson CSI camera\n"
+           "  pcedge run --model lite0.onnx --source door=rtsp://10.0.0.5/cam --headless --mqtt mqtt://broker.lan \\\n"
+           "      --webhook https://hooks.example/pcedge --metrics 9108 --web 8080 --events /var/lib/pcedge/events\n"
            "sources: video file, image, folder or glob of images, camera index or /dev/videoN (v4l2://),\n"
            "  csi://N, rtsp:// rtp:// http://, gst:<pipeline>. outputs: .mp4/.avi/.mkv/.mov, a folder, display://0\n"
            "alarm levels per frame: clear (masks agree), uncertain (they disagree, no patch signature), patch (one\n"
@@ -111,3 +126,21 @@ def add_options(p: argparse.ArgumentParser) -> None:
                           "needs an OpenCV with GStreamer)")
 
 
+    site = p.add_argument_group("the site: alarm events, metrics, live view (each off unless given; none can slow the defense)")
+    site.add_argument("--mqtt", metavar="URL", help="publish to this broker: mqtt://[user:password@]host[:port], mqtts:// for TLS")
+    site.add_argument("--mqtt-prefix", default="pcedge", help="topic prefix: PREFIX/available, PREFIX/<camera>/alarm, PREFIX/events")
+    site.add_argument("--mqtt-client-id", default="", help="MQTT client id (default: pcedge-PREFIX)")
+    site.add_argument("--mqtt-discovery", action="store_true", help="announce each camera's alarm and FPS to Home Assistant")
+    site.add_argument("--stats-interval", type=float, default=60.0, help="seconds between PREFIX/stats messages (0: none)")
+    site.add_argument("--webhook", action="append", default=[], metavar="URL",
+                      help="POST a JSON body when an alarm episode begins and ends (repeatable)")
+    site.add_argument("--webhook-secret", default="", help="sign webhook bodies: X-Pcedge-Signature: sha256=HMAC-SHA256(body)")
+    site.add_argument("--metrics", metavar="[HOST:]PORT", help="Prometheus metrics at /metrics (127.0.0.1 unless a host is given)")
+    site.add_argument("--web", metavar="[HOST:]PORT", help="the live view: every camera's annotated stream, alarms first, recent "
+                                                            "episodes (127.0.0.1 unless a host is given)")
+    site.add_argument("--web-token", default="", help="a token every --web and --metrics request must carry (Authorization: Bearer, "
+                                                      "or ?token=); required to listen on another address than loopback")
+    site.add_argument("--events", metavar="DIR", help="write each alarm episode here: snapshot, clip, JSON record")
+    site.add_argument("--clip-seconds", type=float, default=5.0, help="seconds of clip before and after an alarm (0: no clip)")
+    site.add_argument("--events-keep", type=positive_int, default=1000, help="episodes kept in --events DIR (oldest go first)")
+    site.add_argument("--events-max-mb", type=float, default=2048.0, help="megabytes kept in --events DIR (oldest go first)")

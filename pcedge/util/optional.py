@@ -25,6 +25,9 @@ HINTS = {
     "matplotlib": "pip install matplotlib",
     "onnxruntime": "pip install 'patchcleanser-edge[cpu]' (or [gpu] for onnxruntime-gpu; never both)",
     "timm": "pip install timm --no-deps",
+    "paho": "pip install 'patchcleanser-edge[site]' (paho-mqtt)",
+    "prometheus_client": "pip install 'patchcleanser-edge[site]' (prometheus-client)",
+    "aiohttp": "pip install 'patchcleanser-edge[site]' (aiohttp)",
 }
 
 

@@ -4,7 +4,7 @@ Each line is flushed as it is written, so a run that is killed still leaves ever
 (one possibly partial last line at worst). With several streams every record carries ``stream`` and
 ``stream_name``; each stream's summary is a tagged ``{"event": "summary"}`` line before the run's own. A log
 that cannot be written (a full disk) stops logging: the sink chain switches it off with one error line, the
-summary names it under ``sinks_failed``, and the defense goes on.
+summary names it under ``sinks``, and the defense goes on.
 """
 
 from __future__ import annotations

@@ -66,8 +66,9 @@ def run(model: DefendedModel, sources: str | Sequence[str], source_options: Sour
         error = str(exc) or type(exc).__name__
         raise
     finally:
+        reports = chain.drain()
         summary = run_summary(loop.streams, model, chain.stream_summary, interrupted=stop.is_set(), error=error)
-        if chain.failed:
-            summary["sinks_failed"] = dict(chain.failed)
+        if reports:
+            summary["sinks"] = reports
         chain.close(summary)
     return summary

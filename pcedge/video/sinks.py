@@ -43,6 +43,13 @@ class Sink:
         """What this sink adds to one stream's summary (e.g. where its recording went)."""
         return {}
 
+    def drain(self) -> None:
+        """At the end, before the summary is made: deliver what is still queued (briefly; a publisher's own bound)."""
+
+    def report(self) -> dict[str, Any]:
+        """What the summary says about this sink under ``sinks`` (e.g. items it dropped); {} for nothing."""
+        return {}
+
     def close(self, summary: dict[str, Any]) -> None:
         """Called once at the end, with the run's summary; flush and release."""
 
@@ -74,12 +81,24 @@ class SinkChain:
             merged.update(sink.stream_summary(stream))
         return merged
 
+    def drain(self) -> dict[str, Any]:
+        """Let every sink deliver what it still holds; returns the sinks' reports for the summary (failed ones too)."""
+        for sink in self.sinks:
+            self._guarded(sink, "drain")
+        reports = {sink.name: sink.report() for sink in self.sinks if sink.report()}
+        reports.update({name: {"failed": reason} for name, reason in self.failed.items()})
+        return reports
+
     def close(self, summary: dict[str, Any]) -> None:
         for sink in self.sinks:
-            try:
-                sink.close(summary)
-            except Exception as exc:  # noqa: BLE001 - one sink's failure to close must not lose the others' output
-                log.error("%s could not close cleanly: %s", sink.name, exc)
+            self._guarded(sink, "close", summary)
+
+    @staticmethod
+    def _guarded(sink: Sink, method: str, *args: Any) -> None:
+        try:
+            getattr(sink, method)(*args)
+        except Exception as exc:  # noqa: BLE001 - one sink's failure to finish must not lose the others' output
+            log.error("%s could not %s cleanly: %s", sink.name, method, exc)
 
     def _each(self, method: str, item: Any) -> None:
         for sink in list(self.sinks):

@@ -26,6 +26,7 @@ class StreamStats:
         self.levels: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
         self.passes = 0
+        self.last_level = ""  # the newest frame's level ("" before the first)
         self.started = time.time()
         self._first: float | None = None
         self._last: float | None = None
@@ -45,6 +46,7 @@ class StreamStats:
         self.age.add(age_ms)
         self.cases[result.case] += 1
         self.levels[result.level] += 1
+        self.last_level = result.level
         self.passes += result.two_mask_passes
 
     def add_failure(self, failure: FrameFailure) -> None:

@@ -1,0 +1,104 @@
+"""The site's sinks that ``pcedge run``'s flags ask for, checked before anything starts, in the order they must run.
+
+Order matters: the episode book first (it decides where an episode begins and ends), then the disk recorder (it
+names the episode's files, which the events carry), then MQTT and webhooks, metrics, the live view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+from ..video.sinks import Sink
+from .endpoints import BrokerAddress, is_loopback, parse_broker, parse_listen, parse_webhook
+
+
+@dataclass
+class SiteOptions:
+    """What the site hears and sees (every field off by default)."""
+
+    mqtt: str | None = None
+    mqtt_prefix: str = "pcedge"
+    mqtt_client_id: str = ""
+    mqtt_discovery: bool = False
+    stats_interval_s: float = 60.0
+    webhooks: list[str] = field(default_factory=list)
+    webhook_secret: str = ""
+    webhook_timeout_s: float = 5.0
+    metrics: str | None = None
+    web: str | None = None
+    web_token: str = ""
+    events: str | None = None
+    clip_seconds: float = 5.0
+    events_keep: int = 1000
+    events_max_mb: float = 2048.0
+
+    @property
+    def any(self) -> bool:
+        return bool(self.mqtt or self.webhooks or self.metrics or self.web or self.events)
+
+
+@dataclass(frozen=True)
+class CheckedSite:
+    broker: BrokerAddress | None
+    metrics: tuple[str, int] | None
+    web: tuple[str, int] | None
+
+
+def check_site(options: SiteOptions) -> CheckedSite:
+    """Every flag's value, refused with the flag's name when it cannot work (before the model loads)."""
+    broker = parse_broker(options.mqtt) if options.mqtt else None
+    for url in options.webhooks:
+        parse_webhook(url)
+    if options.webhook_secret and not options.webhooks:
+        raise ConfigError("--webhook-secret signs webhook bodies: give --webhook URL too")
+    listens = {}
+    for flag, value in (("--metrics", options.metrics), ("--web", options.web)):
+        if value:
+            host, port = parse_listen(value, flag)
+            if not is_loopback(host) and not options.web_token:
+                raise ConfigError(f"{flag} {value}: listening on {host} (not this machine only) needs --web-token TOKEN, "
+                                  "which every request must then carry")
+            listens[flag] = (host, port)
+    if options.mqtt_prefix.strip("/") == "" or any(ch in options.mqtt_prefix for ch in "#+"):
+        raise ConfigError(f"--mqtt-prefix {options.mqtt_prefix!r}: a topic level without '#', '+' or emptiness, e.g. pcedge")
+    if options.clip_seconds < 0 or options.events_keep < 1 or options.events_max_mb <= 0 or options.stats_interval_s < 0:
+        raise ConfigError("--clip-seconds and --stats-interval must be >= 0, --events-keep >= 1 and --events-max-mb > 0")
+    return CheckedSite(broker, listens.get("--metrics"), listens.get("--web"))
+
+
+def site_sinks(options: SiteOptions, model: Any, *, show_masks: bool = True) -> list[Sink]:
+    """The sinks, built and (for servers) listening; [] when no site flag was given."""
+    if not options.any:
+        return []
+    from .episodes import EpisodeBook, overlay_annotator
+
+    checked = check_site(options)
+    book = EpisodeBook(overlay_annotator(model, show_masks))
+    sinks: list[Sink] = [book]
+    publishers: list[Sink] = []
+    if options.events:
+        from .disk import EpisodeRecorder
+
+        publishers.append(EpisodeRecorder(options.events, book, clip_seconds=options.clip_seconds, keep=options.events_keep,
+                                          max_bytes=int(options.events_max_mb * (1 << 20))))
+    if checked.broker:
+        from .mqtt import MqttPublisher
+
+        publishers.append(MqttPublisher(checked.broker, book, prefix=options.mqtt_prefix, client_id=options.mqtt_client_id,
+                                        discovery=options.mqtt_discovery, stats_interval_s=options.stats_interval_s))
+    for url in options.webhooks:
+        from .webhooks import WebhookPublisher
+
+        publishers.append(WebhookPublisher(url, book, secret=options.webhook_secret, timeout_s=options.webhook_timeout_s))
+    sinks += publishers  # the recorder first among them: it names the files the others' events carry
+    if checked.metrics:
+        from .metrics import MetricsSink
+
+        sinks.append(MetricsSink(*checked.metrics, token=options.web_token, publishers=publishers))
+    if checked.web:
+        from .web import LiveView
+
+        sinks.append(LiveView(*checked.web, book, book.annotate, token=options.web_token))
+    return sinks

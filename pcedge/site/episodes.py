@@ -1,0 +1,151 @@
+"""Alarm episodes: from the moment a stream's k-of-n alarm rises to the moment it clears (or the stream ends).
+
+One :class:`EpisodeBook` per run keeps every stream's open episode and gives each one id, the same on MQTT,
+webhooks, the live view and disk. It is a sink placed before the publishers in the chain: for each delivery it
+notes whether an episode began or ended there (:meth:`EpisodeBook.transition`), which the publishers after it
+read during the same delivery. The snapshot, the annotated frame that raised the alarm, is drawn and encoded
+once, lazily, by whichever publisher's worker asks first (or, if none did, when the episode ends: once per
+episode), and the frame is released then.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from ..alarm import LEVELS
+from ..video.loop import Defended, Stream, StreamEvent
+from ..video.overlay import draw_overlay
+from ..video.sinks import Sink
+
+RECENT = 50  # episodes the book remembers for the live view and /api/events
+
+
+def camera_slug(name: str) -> str:
+    """A stream name as it appears in topics, URLs and folders: lowercase letters, digits, '-' and '_'."""
+    slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name.lower()).strip("_")
+    return slug or "camera"
+
+
+@dataclass
+class Episode:
+    """One alarm episode of one camera (times are Unix seconds; ``end_time`` is None while it lasts)."""
+
+    id: str
+    camera: str
+    stream: int
+    start_time: float
+    label: int
+    class_name: str
+    level: str
+    disagreers: list[int]
+    raised_by: Defended | None  # released once the snapshot is encoded (a 1080p frame is 6 MB)
+    annotate: Callable[[Defended], np.ndarray]
+    end_time: float | None = None
+    frames: int = 0
+    levels: Counter[str] = field(default_factory=Counter)
+    paths: dict[str, str] = field(default_factory=dict)  # "snapshot", "clip", "record" once written to disk
+    _jpeg: bytes | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def snapshot(self, quality: int = 85) -> bytes:
+        """The annotated frame that raised the alarm, as JPEG bytes (drawn and encoded once, on first use)."""
+        with self._lock:
+            if self._jpeg is None:
+                ok, data = cv2.imencode(".jpg", self.annotate(self.raised_by), [cv2.IMWRITE_JPEG_QUALITY, quality])
+                self._jpeg, self.raised_by = (data.tobytes() if ok else b""), None
+            return self._jpeg
+
+    def as_event(self, kind: str) -> dict[str, Any]:
+        """The episode as the ``events`` payload (Frigate's ``new`` / ``end`` shape, flattened)."""
+        return {"type": kind, "id": self.id, "camera": self.camera, "start_time": round(self.start_time, 3),
+                "end_time": None if self.end_time is None else round(self.end_time, 3), "label": self.label,
+                "class_name": self.class_name, "level": self.level, "disagreers": self.disagreers, "frames": self.frames,
+                "levels": {level: self.levels.get(level, 0) for level in LEVELS},
+                "snapshot": self.paths.get("snapshot"), "clip": self.paths.get("clip")}
+
+
+@dataclass(frozen=True)
+class Transition:
+    kind: str  # "new" or "end"
+    episode: Episode
+
+
+class EpisodeBook(Sink):
+    """Every stream's open episode and the recent ones (see the module docstring)."""
+
+    name = "episodes"
+
+    def __init__(self, annotate: Callable[[Defended], np.ndarray]) -> None:
+        self.annotate = annotate
+        self.open: dict[int, Episode] = {}
+        self.recent: deque[Episode] = deque(maxlen=RECENT)
+        self._current: tuple[object, Transition | None] = (None, None)
+        self._lock = threading.Lock()  # the live view reads ``recent`` from its own thread
+
+    def transition(self, delivery: Defended | StreamEvent) -> Transition | None:
+        """The episode that began or ended with this delivery (valid while the chain hands it out)."""
+        item, found = self._current
+        return found if item is delivery else None
+
+    def frame(self, item: Defended) -> None:
+        state, found = item.result.stream_alarm, None
+        episode = self.open.get(item.stream.index)
+        if state is not None and state.raised and episode is None:
+            episode = self._begin(item)
+            found = Transition("new", episode)
+        if episode is not None:
+            episode.frames += 1
+            episode.levels[item.result.level] += 1
+            if state is not None and state.cleared:
+                found = Transition("end", self._end(item.stream))
+        self._current = (item, found)
+
+    def event(self, event: StreamEvent) -> None:
+        found = None
+        if event.kind == "ended" and event.stream.index in self.open:
+            found = Transition("end", self._end(event.stream))
+        self._current = (event, found)
+
+    def close(self, summary: dict[str, Any]) -> None:
+        self._current = (None, None)
+
+    def recent_events(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [e.as_event("end" if e.end_time is not None else "new") for e in reversed(self.recent)]
+
+    def find(self, episode_id: str) -> Episode | None:
+        with self._lock:
+            return next((e for e in self.recent if e.id == episode_id), None)
+
+    def _begin(self, item: Defended) -> Episode:
+        now, result = time.time(), item.result
+        camera = camera_slug(item.stream.name)
+        episode = Episode(f"{now:.6f}-{camera}", camera, item.stream.index, now, result.label, result.class_name, result.level,
+                          list(result.disagreers), item, self.annotate)
+        self.open[item.stream.index] = episode
+        with self._lock:
+            self.recent.append(episode)
+        return episode
+
+    def _end(self, stream: Stream) -> Episode:
+        episode = self.open.pop(stream.index)
+        episode.end_time = time.time()
+        episode.snapshot()  # usually encoded already by a publisher; else now (once per episode), freeing the frame
+        return episode
+
+
+def overlay_annotator(model: Any, show_masks: bool = True) -> Callable[[Defended], np.ndarray]:
+    """The overlay ``pcedge run`` records, as a function of a delivery (for snapshots and clips)."""
+    def annotate(item: Defended) -> np.ndarray:
+        undefended = None if item.undefended is None else model.class_name(item.undefended)
+        return draw_overlay(item.frame.image, item.result, fps=item.stream.stats.fps, undefended=undefended,
+                            mask_set=model.mask_set if show_masks else None, spec=model.spec)
+
+    return annotate

@@ -1,0 +1,140 @@
+"""Prometheus metrics of the run (prometheus_client), on ``--metrics [HOST:]PORT`` at ``/metrics``.
+
+Counters and gauges are read from what the loop keeps anyway (each stream's statistics, source counters and
+alarm) when Prometheus scrapes, so the loop pays nothing for them; the three histograms are observed per frame
+(microseconds). Names and labels, documented in the README:
+
+- ``pcedge_frames_total{camera,level}``, ``pcedge_failed_frames_total{camera,kind}``,
+  ``pcedge_alarms_total{camera}``, ``pcedge_alarm_active{camera}``, ``pcedge_dropped_frames_total{camera}``,
+  ``pcedge_gaps_total{camera}``, ``pcedge_camera_fps{camera}``, ``pcedge_second_round_images_total``;
+- histograms ``pcedge_frame_latency_seconds{camera}``, ``pcedge_frame_age_seconds{camera}`` (capture to result)
+  and ``pcedge_engine_batch_images`` (the sizes of the engine calls that served each frame: a call several frames
+  shared counts once per frame);
+- ``pcedge_events_dropped_total{sink}`` (what each publisher dropped), and the process's own
+  (``process_resident_memory_bytes``, CPU seconds, open files).
+
+Bound to a non-loopback address, every request needs the token (``Authorization: Bearer``, or ``?token=``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+from typing import Any, Iterator, Sequence
+from urllib.parse import parse_qs
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from ..errors import ConfigError
+from ..util.optional import require
+from ..video.loop import Defended, Stream
+from ..video.sinks import Sink
+from .episodes import camera_slug
+
+log = logging.getLogger("pcedge.site")
+SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+IMAGES = (1, 2, 4, 8, 16, 36, 72, 144, 288, 576, 1152)
+
+
+def token_ok(token: str, authorization: str | None, query_token: str | None) -> bool:
+    """The request carries ``token`` as a Bearer header or a ``token`` query parameter (compared in constant time)."""
+    offered = (authorization or "")[len("Bearer "):] if (authorization or "").startswith("Bearer ") else (query_token or "")
+    return hmac.compare_digest(offered.encode(), token.encode())
+
+
+class MetricsSink(Sink):
+    """The ``/metrics`` endpoint (see the module docstring); ``publishers``: the sinks whose drops it reports."""
+
+    name = "metrics"
+
+    def __init__(self, host: str, port: int, *, token: str = "", publishers: Sequence[Sink] = ()) -> None:
+        prom = require("prometheus_client", "--metrics")
+        self.host, self.port, self.token, self.publishers = host, port, token, list(publishers)
+        self.registry = prom.CollectorRegistry()
+        self.latency = prom.Histogram("pcedge_frame_latency_seconds", "Defended frame latency (the driver step or, for "
+                                      "triton:// models, the client's end-to-end time)", ["camera"], buckets=SECONDS,
+                                      registry=self.registry)
+        self.age = prom.Histogram("pcedge_frame_age_seconds", "Frame age at decision: capture to result", ["camera"],
+                                  buckets=SECONDS, registry=self.registry)
+        self.batch = prom.Histogram("pcedge_engine_batch_images", "Images per engine call, per frame served", buckets=IMAGES,
+                                    registry=self.registry)
+        self.registry.register(_StreamCollector(self))
+        prom.ProcessCollector(registry=self.registry)
+        self._prom = prom
+        self._streams: list[Stream] = []
+        self._server: Any = None
+
+    def start(self, streams: Sequence[Stream]) -> None:
+        self._streams = list(streams)
+        app = self._prom.make_wsgi_app(self.registry)
+        guarded = app if not self.token else self._guard(app)
+        try:
+            self._server = make_server(self.host, self.port, guarded, server_class=self._prom.exposition.ThreadingWSGIServer,
+                                       handler_class=_QuietHandler)
+        except OSError as exc:
+            raise ConfigError(f"--metrics {self.host}:{self.port}: cannot listen there ({exc.strerror or exc})") from None
+        self.port = self._server.server_port
+        threading.Thread(target=self._server.serve_forever, name="pcedge-metrics", daemon=True).start()
+        log.info("metrics: http://%s:%d/metrics", self.host, self.port)
+
+    def frame(self, item: Defended) -> None:
+        camera = camera_slug(item.stream.name)
+        self.latency.labels(camera).observe(item.result.timings_ms["total"] / 1e3)
+        self.age.labels(camera).observe(item.age_ms / 1e3)
+        for size in item.result.batch_sizes:
+            self.batch.observe(size)
+
+    def close(self, summary: dict[str, Any]) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def _guard(self, app: Any) -> Any:
+        def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+            query = parse_qs(environ.get("QUERY_STRING", "")).get("token", [None])[0]
+            if token_ok(self.token, environ.get("HTTP_AUTHORIZATION"), query):
+                return app(environ, start_response)
+            start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")])
+            return [b"401: a token is required (Authorization: Bearer TOKEN, or ?token=TOKEN)\n"]
+
+        return guarded
+
+
+class _StreamCollector:
+    """Counters and gauges read from the streams at scrape time."""
+
+    def __init__(self, sink: MetricsSink) -> None:
+        self.sink = sink
+
+    def collect(self) -> Iterator[Any]:
+        core = self.sink._prom.core
+        frames = core.CounterMetricFamily("pcedge_frames", "Defended frames by alarm level", labels=["camera", "level"])
+        failed = core.CounterMetricFamily("pcedge_failed_frames", "Frames without a result, by kind", labels=["camera", "kind"])
+        alarms = core.CounterMetricFamily("pcedge_alarms", "Stream alarms raised", labels=["camera"])
+        active = core.GaugeMetricFamily("pcedge_alarm_active", "1 while the camera's stream alarm is up", labels=["camera"])
+        dropped = core.CounterMetricFamily("pcedge_dropped_frames", "Live frames replaced by a newer one before a step took them",
+                                           labels=["camera"])
+        gaps = core.CounterMetricFamily("pcedge_gaps", "Outages of the source (down, lost, stalled)", labels=["camera"])
+        fps = core.GaugeMetricFamily("pcedge_camera_fps", "Defended frames per second over the last 30", labels=["camera"])
+        second = core.CounterMetricFamily("pcedge_second_round_images", "Two-mask images classified")
+        events = core.CounterMetricFamily("pcedge_events_dropped", "Items a publisher dropped (slow, down or gone)", labels=["sink"])
+        for stream in self.sink._streams:
+            camera, stats = camera_slug(stream.name), stream.stats
+            for level, count in sorted(stats.levels.items()):
+                frames.add_metric([camera, level], count)
+            for kind, count in sorted(stats.failures.items()):
+                failed.add_metric([camera, kind], count)
+            alarms.add_metric([camera], stream.alarm.raised_count)
+            active.add_metric([camera], float(stream.alarm.active))
+            dropped.add_metric([camera], stream.feed.stats.dropped)
+            gaps.add_metric([camera], stream.feed.stats.gap_count)
+            fps.add_metric([camera], stats.fps)
+        second.add_metric([], sum(s.stats.passes for s in self.sink._streams))
+        for publisher in self.sink.publishers:
+            events.add_metric([publisher.name], getattr(publisher, "dropped", 0))
+        yield from (frames, failed, alarms, active, dropped, gaps, fps, second, events)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass

@@ -47,6 +47,7 @@ class TritonPythonModel:
                                       int(params["classifier_max_batch"]), pb_utils)
         self.engine.activate()
         self.drivers: OrderedDict[MaskSpec, PatchCleanser] = OrderedDict()
+        self.metrics = ServedMetrics(pb_utils, args.get("model_name", "defense"))
 
     def driver(self, threat: MaskSpec) -> PatchCleanser:
         """The driver for a threat model, built on first use (the latency curve is measured then, through BLS)."""
@@ -95,6 +96,7 @@ class TritonPythonModel:
             else:
                 responses[items[0][0]] = self._error(exc)
             return
+        self.metrics.count(results)
         start = 0
         for i, batch in items:
             mine = results[start : start + len(batch)]
@@ -104,13 +106,60 @@ class TritonPythonModel:
 
     def _error(self, exc: Exception) -> Any:
         """A request's error response: pcedge's own errors in their words, anything else named and logged."""
+        self.metrics.failed()
         if not isinstance(exc, PcedgeError):
             log.error("a request failed: %s: %s", type(exc).__name__, exc, exc_info=True)
         text = str(exc) if isinstance(exc, PcedgeError) else f"internal error in the defense model: {type(exc).__name__}: {exc}"
         return self.pb.InferenceResponse(error=self.pb.TritonError(text))
 
     def finalize(self) -> None:
+        self.metrics.close()
         self.engine.deactivate()
+
+
+class ServedMetrics:
+    """The defense's own counters on Triton's metrics port (the Python backend's custom metrics), beside Triton's
+    ``nv_inference_*``: ``pcedge_served_frames_total{model,level}``, ``pcedge_served_second_round_images_total{model}``,
+    ``pcedge_served_request_errors_total{model}``. A server without custom metrics (before Triton 23.05) has none."""
+
+    def __init__(self, pb_utils: Any, model: str) -> None:
+        family = getattr(pb_utils, "MetricFamily", None)
+        self._levels: dict[str, Any] = {}
+        self._enabled = family is not None
+        if not self._enabled:
+            return
+        self._model = model
+        # the families must outlive their metrics (Triton refuses to count on a metric whose family is gone)
+        self._frames = family(name="pcedge_served_frames_total", description="Frames defended, by alarm level",
+                              kind=family.COUNTER)
+        self._second_family = family(name="pcedge_served_second_round_images_total", description="Two-mask images classified",
+                                     kind=family.COUNTER)
+        self._errors_family = family(name="pcedge_served_request_errors_total", description="Requests answered with an error",
+                                     kind=family.COUNTER)
+        self._second = self._second_family.Metric(labels={"model": model})
+        self._errors = self._errors_family.Metric(labels={"model": model})
+
+    def count(self, results: list[Any]) -> None:
+        if not self._enabled:
+            return
+        for result in results:
+            metric = self._levels.get(result.level)
+            if metric is None:
+                metric = self._levels[result.level] = self._frames.Metric(labels={"model": self._model, "level": result.level})
+            metric.increment(1)
+            if result.two_mask_passes:
+                self._second.increment(result.two_mask_passes)
+
+    def failed(self) -> None:
+        if self._enabled:
+            self._errors.increment(1)
+
+    def close(self) -> None:
+        """Metrics before their families, as Triton requires."""
+        if self._enabled:
+            self._enabled = False
+            self._levels.clear()
+            del self._second, self._errors
 
 
 def _text(value: Any) -> str:

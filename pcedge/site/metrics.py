@@ -107,7 +107,7 @@ class _StreamCollector:
         self.sink = sink
 
     def collect(self) -> Iterator[Any]:
-        core = self.sink._prom.core
+        from prometheus_client import core
         frames = core.CounterMetricFamily("pcedge_frames", "Defended frames by alarm level", labels=["camera", "level"])
         failed = core.CounterMetricFamily("pcedge_failed_frames", "Frames without a result, by kind", labels=["camera", "kind"])
         alarms = core.CounterMetricFamily("pcedge_alarms", "Stream alarms raised", labels=["camera"])

@@ -52,7 +52,7 @@ class QueuedSink(Sink):
             self._cond.notify_all()
         self._worker.join(self.close_timeout_s)
         with self._cond:
-            self.dropped += len(self._queue)
+            self.dropped += len(self._queue) + int(self._busy)  # what is queued, and one still being delivered
             self._queue.clear()
         if self.dropped:
             log.warning("%s: %d item(s) dropped (it fell behind or was unreachable)", self.name, self.dropped)

@@ -96,10 +96,10 @@ class LiveView(Sink):
         app.add_routes([web.get("/", self._page), web.get("/healthz", self._health), web.get("/api/stats", self._stats),
                         web.get("/api/events", self._events), web.get("/api/events/{id}/snapshot.jpg", self._snapshot),
                         web.get("/api/{camera}/latest.jpg", self._latest_jpeg), web.get("/api/{camera}/mjpeg", self._mjpeg)])
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         try:
             loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=1.0)
+            site = web.TCPSite(self._runner, self.host, self.port)
             loop.run_until_complete(site.start())
             self.port = self._runner.addresses[0][1]  # the port chosen when 0 was asked for
         except OSError as exc:

@@ -36,7 +36,7 @@ class WebhookPublisher(QueuedSink):
     """One receiver's deliveries (see the module docstring)."""
 
     def __init__(self, url: str, book: EpisodeBook, *, secret: str = "", timeout_s: float = 5.0, capacity: int = 256) -> None:
-        super().__init__(f"webhook {redact(url)}", capacity, close_timeout_s=timeout_s + 1)
+        super().__init__(f"webhook {redact(url)}", capacity)
         self.url, self.book, self.secret, self.timeout_s = url, book, secret, timeout_s
         self.delivered = 0
         self._give_up = threading.Event()

@@ -12,6 +12,7 @@ window and its quit key); :class:`pcedge.video.framelog.FrameLog` writes the JSO
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -82,9 +83,13 @@ class SinkChain:
         return merged
 
     def drain(self) -> dict[str, Any]:
-        """Let every sink deliver what it still holds; returns the sinks' reports for the summary (failed ones too)."""
-        for sink in self.sinks:
-            self._guarded(sink, "drain")
+        """Let every sink deliver what it still holds (all at once: each has its own bound); returns the sinks' reports
+        for the summary (failed ones too)."""
+        draining = [threading.Thread(target=self._guarded, args=(sink, "drain"), daemon=True) for sink in self.sinks]
+        for thread in draining:
+            thread.start()
+        for thread in draining:
+            thread.join()
         reports = {sink.name: sink.report() for sink in self.sinks if sink.report()}
         reports.update({name: {"failed": reason} for name, reason in self.failed.items()})
         return reports

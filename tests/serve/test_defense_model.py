@@ -21,7 +21,7 @@ from pcedge.preprocess import resolve_spec
 from pcedge.runtime.driver import PatchCleanser
 from pcedge.runtime.modelfile import read_onnx_metadata
 from pcedge.runtime.ort import OrtEngine
-from pcedge.serve.defense_model import TritonPythonModel
+from pcedge.serve.defense_model import ServedMetrics, TritonPythonModel
 from pcedge.serve.protocol import FRAME, FRAME_ORDER, results_from_outputs, server_spec
 from tests.models import export_test_model
 
@@ -64,6 +64,7 @@ def served(tmp_path, monkeypatch):
     model.pb, model.spec, model.default_threat, model.second_round = _PbUtils, spec, MaskSpec("5", 3), "auto"
     model.engine = OrtEngine(path, backend="ort", max_batch=4 * 9).activate()
     model.drivers = OrderedDict()
+    model.metrics = ServedMetrics(_PbUtils, "region")  # the stand-in has no custom metrics: counting is off
     real = PatchCleanser.predict_batch
     steps: list[int] = []
 

@@ -179,3 +179,16 @@ def test_a_server_restart_mid_stream_loses_no_frame(tmp_path, caplog):
             server.kill()
             with pytest.raises(ServerUnavailableError, match=r"unreachable for 2 s: giving up; 1 frame\(s\) lost"):
                 short.predict(frames[0])
+
+
+def test_the_defense_reports_its_own_counters_on_tritons_metrics_port(server):
+    """The Python backend's custom metrics, beside Triton's own nv_inference_* on the metrics port."""
+    with ServedDefense(server.model_uri("tiny")) as served:
+        results = served.predict_batch(photos(4))
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as reply:
+        text = reply.read().decode()
+    frames = {line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+              for line in text.splitlines() if line.startswith("pcedge_served_frames_total{") and 'model="tiny"' in line}
+    assert frames and sum(frames.values()) >= len(results), text[:2000]
+    assert any(f'level="{r.level}"' in labels for r in results for labels in frames)
+    assert "pcedge_served_request_errors_total" in text and "nv_inference_count" in text

@@ -9,13 +9,14 @@ TRITON_STAMP := $(TRITON_VENV)/.installed-stamp
 
 .PHONY: demo test test-main test-jetpack test-arm bench distill clean system-deps
 
-# Debian packages: the loopback RTSP server of the video tests, Fashion-MNIST (certification), the JetPack-like
+# Debian packages: the loopback RTSP server of the video tests, Mosquitto and Chromium for the site's tests (MQTT, the
+# live view), Fashion-MNIST (certification), the JetPack-like
 # lane (Debian's python3 with numpy 1.x and an OpenCV built with GStreamer; libav's H.264 decoder for RTSP through
 # GStreamer) and qemu-user (an x86 CPU without VNNI for the INT8 tests; aarch64 for the ARM lane, with the cross
 # compiler). Best effort: without root/apt those tests and lanes skip with the reason and the rest runs.
 SYSTEM_PKGS := gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
                gstreamer1.0-plugins-ugly gstreamer1.0-libav dataset-fashion-mnist python3-venv python3-opencv \
-               python3-numpy qemu-user g++-aarch64-linux-gnu
+               python3-numpy qemu-user g++-aarch64-linux-gnu mosquitto chromium chromium-driver
 
 $(STAMP): setup.py pyproject.toml requirements-dev.txt cpp_ext/masking.h cpp_ext/half_convert.h cpp_ext/masking_cpu.cpp cpp_ext/masking_cuda.cu
 	@echo "[setup 1/3] creating $(VENV) and installing numpy, OpenCV, ONNX Runtime, PyTorch (CPU), test tools (1-2 min)"

@@ -7,11 +7,13 @@ names the episode's files, which the events carry), then MQTT and webhooks, metr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..video.sinks import Sink
 from .endpoints import BrokerAddress, is_loopback, parse_broker, parse_listen, parse_webhook
+
+if TYPE_CHECKING:  # the command line imports this module to check flags; OpenCV (under video) waits until a run
+    from ..video.sinks import Sink
 
 
 @dataclass
@@ -68,7 +70,7 @@ def check_site(options: SiteOptions) -> CheckedSite:
     return CheckedSite(broker, listens.get("--metrics"), listens.get("--web"))
 
 
-def site_sinks(options: SiteOptions, model: Any, *, show_masks: bool = True) -> list[Sink]:
+def site_sinks(options: SiteOptions, model: Any, *, show_masks: bool = True) -> list["Sink"]:
     """The sinks, built and (for servers) listening; [] when no site flag was given."""
     if not options.any:
         return []
@@ -76,8 +78,8 @@ def site_sinks(options: SiteOptions, model: Any, *, show_masks: bool = True) -> 
 
     checked = check_site(options)
     book = EpisodeBook(overlay_annotator(model, show_masks))
-    sinks: list[Sink] = [book]
-    publishers: list[Sink] = []
+    sinks: list["Sink"] = [book]
+    publishers: list["Sink"] = []
     if options.events:
         from .disk import EpisodeRecorder
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -35,14 +37,15 @@ from pcedge.evaluation.demo import CLIP_FPS, CLIP_SIZE, PATCH_ANCHOR, PATCHED_PH
 from pcedge.evaluation.democlip import make_demo_clip  # noqa: E402
 from pcedge.runtime.driver import PatchCleanser  # noqa: E402
 from pcedge.site.build import SiteOptions, site_sinks  # noqa: E402
-from pcedge.video import RunOptions, SourceOptions, run  # noqa: E402
+from pcedge.video import RunOptions, Sink, SourceOptions, run  # noqa: E402
 from tests.site.conftest import Broker, Receiver, Subscriber  # noqa: E402
 
 CAMERAS = ("door", "yard", "gate", "dock")
 
 
-def cycle_clip(folder: Path) -> Path:
-    """The demo clip's last clean view and its patched segment, as one lossless cycle."""
+def cycle_clip(folder: Path) -> list[Path]:
+    """The demo clip's last clean view and its patched segment, as one lossless cycle, and the same cycle started
+    half-way (so two cameras alarm while the other two are clear)."""
     full = folder / "demo.avi"
     segments = make_demo_clip(full, shipped_patch(), patched_photo=PATCHED_PHOTO, patch_anchor=PATCH_ANCHOR, size=CLIP_SIZE,
                               fps=CLIP_FPS, seconds_per_photo=SECONDS_PER_PHOTO)
@@ -54,16 +57,20 @@ def cycle_clip(folder: Path) -> Path:
         frames.append(frame)
     clean, patched = segments[-2], segments[-1]
     cycle = frames[clean.start : clean.stop] + frames[patched.start : patched.stop]
-    out = folder / "cycle.avi"
-    writer = cv2.VideoWriter(str(out), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"FFV1"), CLIP_FPS, (CLIP_SIZE[1], CLIP_SIZE[0]))
-    for frame in cycle:
-        writer.write(frame)
-    writer.release()
-    return out
+    clips = []
+    for name, frames in (("cycle.avi", cycle), ("cycle_half.avi", cycle[len(cycle) // 2 :] + cycle[: len(cycle) // 2])):
+        out = folder / name
+        writer = cv2.VideoWriter(str(out), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"FFV1"), CLIP_FPS, (CLIP_SIZE[1], CLIP_SIZE[0]))
+        for frame in frames:
+            writer.write(frame)
+        writer.release()
+        clips.append(out)
+    return clips
 
 
-def decision_times(log_path: Path) -> tuple[list[tuple], dict[str, list[float]]]:
-    """Every frame's decision, and per camera the decision time of each frame that raised the alarm."""
+def decision_times(log_path: Path) -> tuple[list[tuple], dict[str, list[float]], float]:
+    """Every frame's decision, per camera the decision time of each frame that raised the alarm, and the defended
+    frames per second between the first and the last decision (start-up and shut-down left out)."""
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
     frames = {(r["stream_name"], r["index"]): r for r in records if "label" in r and "event" not in r}
     raised: dict[str, list[float]] = {}
@@ -72,15 +79,32 @@ def decision_times(log_path: Path) -> tuple[list[tuple], dict[str, list[float]]]
             frame = frames[(r["stream_name"], r["frame"])]
             raised.setdefault(r["stream_name"], []).append(frame["timestamp"] + frame["age_ms"] / 1e3)
     decisions = sorted((k, f["label"], f["case"], f["level"], f["alarm"]) for k, f in frames.items())
-    return decisions, raised
+    done = sorted(f["timestamp"] + f["age_ms"] / 1e3 for f in frames.values())
+    return decisions, raised, (len(done) - 1) / (done[-1] - done[0])
 
 
-def one_run(model: Path, clip: Path, frames: int, folder: Path, with_sinks: bool, screenshot: Path | None) -> dict:
-    sources = [f"{name}={clip}" for name in CAMERAS]
+def cpu_seconds(prefix: str) -> float:
+    """User + system CPU seconds of every process whose name starts with ``prefix`` (Linux /proc)."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)
+            name = fields[0].split("(", 1)[1]
+            if name.startswith(prefix):
+                values = fields[1].split()
+                total += (int(values[11]) + int(values[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def one_run(model: Path, clips: list[Path], frames: int, folder: Path, with_sinks: bool, screenshot: Path | None,
+            watch: bool = True) -> dict:
+    sources = [f"{name}={clips[n % 2]}" for n, name in enumerate(CAMERAS)]
     log_path = folder / f"{'site' if with_sinks else 'plain'}-{time.time():.0f}.jsonl"
     extras: dict = {}
     with PatchCleanser.from_onnx(model, backend="ort") as pc:
-        sinks, helpers = [], []
+        sinks: list = []
         if with_sinks:
             broker = Broker(folder).start()
             receiver = Receiver()
@@ -92,13 +116,13 @@ def one_run(model: Path, clip: Path, frames: int, folder: Path, with_sinks: bool
             sinks = site_sinks(options, pc)
             metrics = next(s for s in sinks if s.name == "metrics")
             view = sinks[-1]
-            helpers = [_Scraper(metrics), _Browser(view, screenshot)]
-        start = time.monotonic()
+            sinks += [_Scraper(metrics)] + ([_Browser(view, screenshot)] if watch else [])  # they start once the servers listen
+        own, browser = resource.getrusage(resource.RUSAGE_SELF), cpu_seconds("chrom")
         summary = run(pc, sources, SourceOptions(loop=True), RunOptions(max_frames=frames, log_path=str(log_path)), sinks=sinks)
-        wall = time.monotonic() - start
-        for helper in helpers:
-            helper.stop()
-    decisions, raised = decision_times(log_path)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = {"pcedge_cpu_s": round(after.ru_utime + after.ru_stime - own.ru_utime - own.ru_stime, 1),
+               "browser_cpu_s": round(cpu_seconds("chrom") - browser, 1)}
+    decisions, raised, fps = decision_times(log_path)
     if with_sinks:
         time.sleep(1.0)
         mqtt_new = {}
@@ -115,9 +139,8 @@ def one_run(model: Path, clip: Path, frames: int, folder: Path, with_sinks: bool
         subscriber.close()
         receiver.close()
         broker.stop()
-    fps = sum(s["frames"] for s in summary["streams"]) / wall
-    return {"with_sinks": with_sinks, "fps": round(fps, 3), "wall_s": round(wall, 1), "decisions": decisions,
-            "alarms": sum(len(v) for v in raised.values()), **extras}
+    return {"with_sinks": with_sinks, "fps": round(fps, 3), "decisions": decisions,
+            "alarms": sum(len(v) for v in raised.values()), **cpu, **extras}
 
 
 def _latencies(raised: dict[str, list[float]], arrived: dict[str, list[float]]) -> list[float]:
@@ -128,41 +151,58 @@ def _latencies(raised: dict[str, list[float]], arrived: dict[str, list[float]]) 
     return out
 
 
-class _Scraper:
+class _Scraper(Sink):
     """Prometheus's part: /metrics scraped every second."""
+
+    name = "scraper (benchmark)"
 
     def __init__(self, metrics) -> None:
         self.metrics, self.done, self.scrapes = metrics, threading.Event(), 0
         self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self, streams) -> None:
         self.thread.start()
 
-    def _loop(self) -> None:
-        while not self.done.wait(1.0):
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics.port}/metrics", timeout=5) as reply:
-                reply.read()
-            self.scrapes += 1
-
-    def stop(self) -> None:
+    def close(self, summary) -> None:
         self.done.set()
         self.thread.join(10)
 
+    def _loop(self) -> None:
+        while not self.done.wait(1.0):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics.port}/metrics", timeout=5) as reply:
+                    reply.read()
+                self.scrapes += 1
+            except OSError:  # the run is ending: the metrics server closed before this sink
+                return
 
-class _Browser:
-    """One operator watching the live view in a headless Chromium (skipped, and said, when there is none)."""
+
+
+class _Browser(Sink):
+    """One operator watching the live view in a headless Chromium."""
+
+    name = "browser (benchmark)"
 
     def __init__(self, view, screenshot: Path | None) -> None:
         from tests.site.test_web import browser
 
-        self.driver, self.screenshot = browser(), screenshot
-        self.driver.get(f"http://127.0.0.1:{view.port}/")
-        self.shot = threading.Timer(20.0, self._shoot)
-        self.shot.start()
+        self.view, self.driver, self.screenshot = view, browser(), screenshot
+        self.shot = threading.Timer(3.0, self._shoot)  # after the first alarm: the page polls once a second
+
+    def start(self, streams) -> None:
+        self.driver.get(f"http://127.0.0.1:{self.view.port}/")
+
+    def frame(self, item) -> None:
+        state = item.result.stream_alarm
+        if state is not None and state.raised and not self.shot.is_alive() and not self.shot.finished.is_set():
+            self.shot.start()
 
     def _shoot(self) -> None:
+        self.shot.finished.set()
         if self.screenshot is not None:
             self.screenshot.write_bytes(self.driver.get_screenshot_as_png())
 
-    def stop(self) -> None:
+    def close(self, summary) -> None:
         self.shot.cancel()
         self.driver.quit()
 
@@ -174,18 +214,22 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2, help="runs without and with sinks, alternating")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--screenshot", type=Path, help="save the live view as the browser showed it (PNG)")
+    parser.add_argument("--no-browser", action="store_true", help="every sink, but nobody watching the live view (the browser "
+                                                                 "runs on the same cores as the defense here)")
     args = parser.parse_args()
     if not shutil.which("mosquitto") and not Path("/usr/sbin/mosquitto").exists():
         raise SystemExit("needs Debian's mosquitto (make system-deps)")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        clip = cycle_clip(folder)
+        clips = cycle_clip(folder)
         runs = []
         for pair in range(args.pairs):
             for with_sinks in (False, True):
-                row = one_run(args.model, clip, args.frames, folder, with_sinks, args.screenshot if pair == 0 else None)
+                row = one_run(args.model, clips, args.frames, folder, with_sinks, args.screenshot if pair == 0 else None,
+                              watch=not args.no_browser)
                 runs.append(row)
-                print(f"pair {pair}, sinks {'on ' if with_sinks else 'off'}: {row['fps']} FPS, {row['alarms']} alarms"
+                print(f"pair {pair}, sinks {'on ' if with_sinks else 'off'}: {row['fps']} FPS, {row['alarms']} alarms, "
+                      f"CPU s: pcedge {row['pcedge_cpu_s']}, browser {row['browser_cpu_s']}"
                       + (f", alarm->MQTT {row['alarm_to_mqtt_ms']} ms, alarm->webhook {row['alarm_to_webhook_ms']} ms"
                          if with_sinks else ""), flush=True)
     plain = [r for r in runs if not r["with_sinks"]]
@@ -200,6 +244,8 @@ def main() -> None:
         "alarm_to_mqtt_ms": {"n": len(mqtt), "p50": float(np.percentile(mqtt, 50)), "p99": float(np.percentile(mqtt, 99))} if mqtt else None,
         "alarm_to_webhook_ms": {"n": len(hook), "p50": float(np.percentile(hook, 50)), "p99": float(np.percentile(hook, 99))} if hook else None,
         "live_view_jpegs": [r["live_view_jpegs"] for r in site], "sinks": [r["sinks"] for r in site],
+        "browser_watching": not args.no_browser, "pcedge_cpu_s_without": [r["pcedge_cpu_s"] for r in plain],
+        "pcedge_cpu_s_with": [r["pcedge_cpu_s"] for r in site], "browser_cpu_s": [r["browser_cpu_s"] for r in site],
     }
     print(json.dumps({k: v for k, v in report.items() if k != "sinks"}, indent=1))
     if args.json:

@@ -76,3 +76,11 @@ def lite0_onnx(tmp_path_factory) -> Path:
     from pcedge.evaluation.demo import ensure_demo_model
 
     return ensure_demo_model(tmp_path_factory.mktemp("lite0"))
+
+
+@pytest.fixture(scope="session")
+def region_onnx(tmp_path_factory) -> Path:
+    """The small "region" CNN (tests/models.py), exported once for every video, stream-loop and site test."""
+    from tests.models import export_test_model
+
+    return export_test_model("region", tmp_path_factory.mktemp("region") / "region.onnx")

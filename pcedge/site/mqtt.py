@@ -94,6 +94,7 @@ class MqttPublisher(QueuedSink):
         super().drain()
 
     def close(self, summary: dict[str, Any]) -> None:
+        self._closing = True
         if self.connected.is_set():
             self._client.publish(self._topic("available"), "offline", qos=1, retain=True).wait_for_publish(timeout=5)
         self._client.disconnect()
@@ -150,7 +151,7 @@ class MqttPublisher(QueuedSink):
         log.info("MQTT: connected to %s", self.broker)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._closing:
             log.warning("MQTT: lost %s (%s); reconnecting in the background", self.broker, reason)
         self.connected.clear()
 

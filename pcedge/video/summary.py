@@ -90,7 +90,14 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines.append(f"source error       {source['error']}")
     if summary.get("output"):
         lines.append(f"output             {summary['output']}")
+    if summary.get("sinks"):
+        lines.append(f"sinks              {format_sinks(summary['sinks'])}")
     return "\n".join(lines)
+
+
+def format_sinks(sinks: dict[str, dict[str, Any]]) -> str:
+    """``mqtt: dropped 0; webhook https://...: delivered 4, dropped 0; frame log: failed (...)``."""
+    return "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in report.items()) for name, report in sinks.items())
 
 
 def format_many(summary: dict[str, Any]) -> str:
@@ -105,4 +112,6 @@ def format_many(summary: dict[str, Any]) -> str:
                     f"{sum(s['failed_frames'].values()):6d} {src['dropped']:7d} {src['gap_count']:5d}  {end}")
     rows.append(f"{'all streams':16s} {summary['frames']:7d} {summary['fps']:5.1f}   engine {summary['engine']}; "
                 f"{summary['masks']} masks ({summary['threat']})")
+    if summary.get("sinks"):
+        rows.append(f"sinks: {format_sinks(summary['sinks'])}")
     return "\n".join(rows)

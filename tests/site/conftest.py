@@ -16,7 +16,6 @@ import cv2
 import pytest
 
 from pcedge.runtime.driver import PatchCleanser
-from tests.models import export_test_model
 from tests.runtime.test_driver import frames
 from tests.video.clips import numbered_frame
 
@@ -135,23 +134,18 @@ class Receiver:
         self.server.shutdown()
 
 
-@pytest.fixture(scope="session")
-def small_model(tmp_path_factory) -> Path:
-    return export_test_model("region", tmp_path_factory.mktemp("site-model") / "region.onnx")
-
-
 def defended(model_path: Path) -> PatchCleanser:
     return PatchCleanser.from_onnx(model_path, backend="ort", patch="5", masks_per_axis=3)
 
 
 @pytest.fixture(scope="session")
-def alarm_clip(tmp_path_factory, small_model) -> Path:
+def alarm_clip(tmp_path_factory, region_onnx) -> Path:
     """A folder of PNG frames (lossless): clean, then frames at the patch level (a 3/5 alarm rises and clears once),
     then clean again; checked against the model here, so a test can rely on exactly one alarm episode."""
     folder = tmp_path_factory.mktemp("alarm-clip")
     patched = frames(24, seed=3)[8]
     images = [numbered_frame(i) for i in range(CLEAN)] + [patched] * PATCHED + [numbered_frame(i) for i in range(CLEAN, 2 * CLEAN)]
-    with defended(small_model) as pc:
+    with defended(region_onnx) as pc:
         levels = [pc.predict(image).level for image in images]
     assert levels == ["patch" if CLEAN <= i < CLEAN + PATCHED else levels[i] for i in range(len(images))]
     assert "patch" not in levels[:CLEAN] + levels[CLEAN + PATCHED:], "the clean frames must never look patched"

@@ -29,7 +29,7 @@ def scrape(url: str, token: str = "") -> dict[str, float]:
     return values
 
 
-def test_metrics_scraped_during_the_run_match_its_log(small_model, alarm_clip, tmp_path):
+def test_metrics_scraped_during_the_run_match_its_log(region_onnx, alarm_clip, tmp_path):
     pytest.importorskip("prometheus_client", reason="prometheus-client is not installed (the [site] extra; make test installs it)")
     scraped: list[tuple[int, dict[str, float]]] = []
 
@@ -44,7 +44,7 @@ def test_metrics_scraped_during_the_run_match_its_log(small_model, alarm_clip, t
                 scraped.append((20, scrape(f"http://127.0.0.1:{self.metrics.port}/metrics")))
 
     log_path = tmp_path / "frames.jsonl"
-    with defended(small_model) as pc:
+    with defended(region_onnx) as pc:
         sinks = site_sinks(SiteOptions(metrics="127.0.0.1:0"), pc)
         metrics = sinks[-1]
         summary = run(pc, [f"cam={alarm_clip}"], SourceOptions(), RunOptions(log_path=str(log_path)), sinks=sinks + [ScrapeMidRun(metrics)])
@@ -65,11 +65,11 @@ def test_metrics_scraped_during_the_run_match_its_log(small_model, alarm_clip, t
     assert summary["frames"] == 2 * CLEAN + PATCHED
 
 
-def test_metrics_on_another_address_need_the_token(small_model, alarm_clip):
+def test_metrics_on_another_address_need_the_token(region_onnx, alarm_clip):
     pytest.importorskip("prometheus_client", reason="prometheus-client is not installed (the [site] extra; make test installs it)")
     with pytest.raises(ConfigError, match="--metrics 0.0.0.0:0: listening on 0.0.0.0 .* needs --web-token"):
         check_site(SiteOptions(metrics="0.0.0.0:0"))
-    with defended(small_model) as pc:
+    with defended(region_onnx) as pc:
         metrics = site_sinks(SiteOptions(metrics="0.0.0.0:0", web_token="t0ken"), pc)[-1]
         metrics.start([])
         try:
@@ -80,9 +80,9 @@ def test_metrics_on_another_address_need_the_token(small_model, alarm_clip):
             metrics.close({})
 
 
-def test_episodes_on_disk_hold_a_snapshot_a_clip_and_a_record(small_model, alarm_clip, tmp_path):
+def test_episodes_on_disk_hold_a_snapshot_a_clip_and_a_record(region_onnx, alarm_clip, tmp_path):
     events = tmp_path / "events"
-    with defended(small_model) as pc:
+    with defended(region_onnx) as pc:
         sinks = site_sinks(SiteOptions(events=str(events), clip_seconds=0.5), pc)
         summary = run(pc, [f"door={alarm_clip}"], SourceOptions(), RunOptions(fps_limit=20), sinks=sinks)
     assert summary["alarms_raised"] == 1 and summary["sinks"]["events on disk"] == {"dropped": 0}
@@ -95,9 +95,9 @@ def test_episodes_on_disk_hold_a_snapshot_a_clip_and_a_record(small_model, alarm
     assert not list(folder.glob("*.partial*")) and not list(folder.glob(".*"))
 
 
-def test_retention_keeps_the_newest_episodes(small_model, alarm_clip, tmp_path):
+def test_retention_keeps_the_newest_episodes(region_onnx, alarm_clip, tmp_path):
     events = tmp_path / "events"
-    with defended(small_model) as pc:
+    with defended(region_onnx) as pc:
         sinks = site_sinks(SiteOptions(events=str(events), clip_seconds=0, events_keep=2), pc)
         summary = run(pc, [f"door={alarm_clip}"], SourceOptions(loop=True), RunOptions(max_frames=4 * (2 * CLEAN + PATCHED)), sinks=sinks)
     assert summary["alarms_raised"] == 4

@@ -35,10 +35,10 @@ def _runs_of(payloads: list[bytes]) -> list[bytes]:
     return [p for i, p in enumerate(payloads) if i == 0 or payloads[i - 1] != p]
 
 
-def test_an_alarm_episode_reaches_the_broker_as_frigate_lays_it_out(broker, small_model, alarm_clip):
+def test_an_alarm_episode_reaches_the_broker_as_frigate_lays_it_out(broker, region_onnx, alarm_clip):
     camera = _camera(alarm_clip)
     watcher = Subscriber(broker.port)
-    with defended(small_model) as pc:
+    with defended(region_onnx) as pc:
         sinks = site_sinks(SiteOptions(mqtt=broker.url, stats_interval_s=0.3, mqtt_discovery=True), pc)
         summary = run(pc, [str(alarm_clip)], SourceOptions(), RunOptions(fps_limit=15), sinks=sinks)
     try:
@@ -68,9 +68,9 @@ def test_an_alarm_episode_reaches_the_broker_as_frigate_lays_it_out(broker, smal
         late.close()
 
 
-def test_the_last_will_says_offline_when_the_process_is_killed(broker, small_model, alarm_clip):
+def test_the_last_will_says_offline_when_the_process_is_killed(broker, region_onnx, alarm_clip):
     watcher = Subscriber(broker.port, "pcedge/available")
-    proc = subprocess.Popen([sys.executable, "-m", "pcedge", "run", "--model", str(small_model), "--patch", "5",
+    proc = subprocess.Popen([sys.executable, "-m", "pcedge", "run", "--model", str(region_onnx), "--patch", "5",
                              "--masks-per-axis", "3", "--source", str(alarm_clip), "--loop", "--fps-limit", "10", "--headless",
                              "--mqtt", broker.url, "-q"], env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -87,9 +87,9 @@ def test_the_last_will_says_offline_when_the_process_is_killed(broker, small_mod
         watcher.close()
 
 
-def test_a_broker_restart_mid_run_neither_touches_the_defense_nor_loses_the_retained_state(broker, small_model, alarm_clip):
+def test_a_broker_restart_mid_run_neither_touches_the_defense_nor_loses_the_retained_state(broker, region_onnx, alarm_clip):
     camera, frames = _camera(alarm_clip), 120
-    with defended(small_model) as pc:
+    with defended(region_onnx) as pc:
         plain = run(pc, [str(alarm_clip)], SourceOptions(loop=True), RunOptions(max_frames=frames))
         sinks = site_sinks(SiteOptions(mqtt=broker.url), pc)
         mqtt = sinks[-1]

@@ -20,13 +20,13 @@ def decisions(log_path) -> list[tuple]:
     return sorted(tuple(json.dumps(r.get(k)) for k in DECISION) for r in records if "label" in r and "event" not in r)
 
 
-def test_a_dead_broker_and_a_hung_webhook_change_nothing_in_the_defense(small_model, alarm_clip, tmp_path):
+def test_a_dead_broker_and_a_hung_webhook_change_nothing_in_the_defense(region_onnx, alarm_clip, tmp_path):
     for module in ("paho.mqtt.client", "prometheus_client", "aiohttp"):
         pytest.importorskip(module, reason=f"{module} is not installed (the [site] extra; make test installs it)")
     sources = [f"door={alarm_clip}", f"yard={write_numbered_clip(tmp_path / 'yard.avi', 45)}", f"gate={alarm_clip}"]
     hung = Receiver(hang=True)
     try:
-        with defended(small_model) as pc:
+        with defended(region_onnx) as pc:
             plain = run(pc, sources, SourceOptions(), RunOptions(log_path=str(tmp_path / "plain.jsonl")))
             options = SiteOptions(mqtt=f"mqtt://127.0.0.1:{free_port()}", webhooks=[hung.url], metrics="127.0.0.1:0", web="127.0.0.1:0",
                                   events=str(tmp_path / "events"), clip_seconds=1.0, stats_interval_s=0.2)

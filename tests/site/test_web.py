@@ -69,13 +69,13 @@ class Running:
 
 
 @pytest.fixture
-def site(small_model, alarm_clip, tmp_path):
+def site(region_onnx, alarm_clip, tmp_path):
     pytest.importorskip("aiohttp", reason="aiohttp is not installed (the [site] extra; make test installs it)")
     patched = tmp_path / "patched"  # a camera that shows only the patch: its alarm is up from its second frame
     patched.mkdir()
     (patched / "p.png").write_bytes(sorted(alarm_clip.iterdir())[12].read_bytes())
     moving = write_numbered_clip(tmp_path / "yard.avi", 60)
-    running = Running(small_model, [f"yard={moving}", f"gate={patched}", f"door={alarm_clip}"], SiteOptions(web="127.0.0.1:0"))
+    running = Running(region_onnx, [f"yard={moving}", f"gate={patched}", f"door={alarm_clip}"], SiteOptions(web="127.0.0.1:0"))
     yield running
     running.close()
 
@@ -136,11 +136,11 @@ def test_the_json_endpoints_and_nothing_encoded_while_nobody_watches(site):
         urllib.request.urlopen(site.url("/api/nowhere/mjpeg"))
 
 
-def test_another_address_needs_the_token_and_requests_without_it_are_refused(small_model, alarm_clip):
+def test_another_address_needs_the_token_and_requests_without_it_are_refused(region_onnx, alarm_clip):
     pytest.importorskip("aiohttp", reason="aiohttp is not installed (the [site] extra; make test installs it)")
     with pytest.raises(ConfigError, match="--web 0.0.0.0:0: listening on 0.0.0.0 .* needs --web-token"):
         check_site(SiteOptions(web="0.0.0.0:0"))
-    running = Running(small_model, [f"door={alarm_clip}"], SiteOptions(web="0.0.0.0:0", web_token="t0ken"))
+    running = Running(region_onnx, [f"door={alarm_clip}"], SiteOptions(web="0.0.0.0:0", web_token="t0ken"))
     try:
         for path in ("/", "/api/stats", "/api/door/mjpeg"):
             with pytest.raises(urllib.error.HTTPError, match="401"):

@@ -12,10 +12,10 @@ from pcedge.video import RunOptions, SourceOptions, run
 from tests.site.conftest import Receiver, defended
 
 
-def test_each_episode_is_posted_at_its_start_and_end_and_signed(small_model, alarm_clip):
+def test_each_episode_is_posted_at_its_start_and_end_and_signed(region_onnx, alarm_clip):
     receiver = Receiver()
     try:
-        with defended(small_model) as pc:
+        with defended(region_onnx) as pc:
             sinks = site_sinks(SiteOptions(webhooks=[receiver.url], webhook_secret="s3cret"), pc)
             summary = run(pc, [str(alarm_clip)], SourceOptions(), RunOptions(), sinks=sinks)
         assert summary["sinks"][f"webhook {receiver.url}"] == {"dropped": 0, "delivered": 2}
@@ -29,10 +29,10 @@ def test_each_episode_is_posted_at_its_start_and_end_and_signed(small_model, ala
         receiver.close()
 
 
-def test_a_receiver_that_hangs_does_not_slow_the_run(small_model, alarm_clip):
+def test_a_receiver_that_hangs_does_not_slow_the_run(region_onnx, alarm_clip):
     hung = Receiver(hang=True)  # takes each POST and never answers
     try:
-        with defended(small_model) as pc:
+        with defended(region_onnx) as pc:
             plain = run(pc, [str(alarm_clip)], SourceOptions(loop=True), RunOptions(max_frames=90))
             sinks = site_sinks(SiteOptions(webhooks=[hung.url], webhook_timeout_s=30.0), pc)
             start = time.monotonic()

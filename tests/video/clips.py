@@ -6,10 +6,13 @@ tell exactly which frames a source delivered and in what order.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from pcedge.video.base import Frame, FrameSource
 
 BITS = 8
 
@@ -49,3 +52,16 @@ def count_frames(path: Path) -> int:
         n += 1
     cap.release()
     return n
+
+
+class GivenFrames(FrameSource):
+    """Given frames, delivered as a file delivers them (none dropped), or as a camera with ``live``."""
+
+    def __init__(self, images: list[np.ndarray], live: bool = False) -> None:
+        super().__init__("given frames")
+        self.images, self.live = images, live
+
+    def __iter__(self):
+        for index, image in enumerate(self.images):
+            self.stats.read += 1
+            yield Frame(image, index, time.time())

@@ -13,18 +13,12 @@ import pytest
 from pcedge.errors import EngineError
 from pcedge.runtime.driver import PatchCleanser
 from pcedge.video import Defended, RunOptions, Sink, SourceOptions, StreamLoop, run
-from pcedge.video.base import Frame, FrameSource, open_capture
+from pcedge.video.base import open_capture
 from pcedge.video.live import LiveSource
 from pcedge.video.uri import SourceSpec
-from tests.models import export_test_model
-from tests.video.clips import numbered_frame, write_numbered_clip
-
-K = 9
+from tests.video.clips import GivenFrames, numbered_frame, write_numbered_clip
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return export_test_model("region", tmp_path_factory.mktemp("model") / "region.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -33,25 +27,12 @@ def clips(tmp_path_factory):
     return {n: write_numbered_clip(folder / f"c{n}.avi", n) for n in (5, 40)}
 
 
-def defended(model_path) -> PatchCleanser:
-    return PatchCleanser.from_onnx(model_path, backend="ort", patch="5", masks_per_axis=3)
+def defended(region_onnx) -> PatchCleanser:
+    return PatchCleanser.from_onnx(region_onnx, backend="ort", patch="5", masks_per_axis=3)
 
 
-class Frames(FrameSource):
-    """Given frames, delivered as a file delivers them."""
-
-    def __init__(self, images: list[np.ndarray], live: bool = False) -> None:
-        super().__init__("given frames")
-        self.images, self.live = images, live
-
-    def __iter__(self):
-        for index, image in enumerate(self.images):
-            self.stats.read += 1
-            yield Frame(image, index, time.time())
-
-
-def test_max_frames_ends_each_stream_at_its_own_n(model_path, clips):
-    with defended(model_path) as pc:
+def test_max_frames_ends_each_stream_at_its_own_n(region_onnx, clips):
+    with defended(region_onnx) as pc:
         summary = run(pc, [str(clips[5]), str(clips[40])], SourceOptions(), RunOptions(max_frames=10))
     short, long = summary["streams"]
     assert (short["frames"], short["end"]) == (5, "end")
@@ -59,10 +40,10 @@ def test_max_frames_ends_each_stream_at_its_own_n(model_path, clips):
     assert long["source"]["read"] == 10, "a file is not read past the frames it will defend"
 
 
-def test_a_camera_down_at_start_never_holds_the_file_beside_it(model_path, clips, tmp_path):
+def test_a_camera_down_at_start_never_holds_the_file_beside_it(region_onnx, clips, tmp_path):
     log_path = tmp_path / "frames.jsonl"
     options = SourceOptions(reconnect_s=2, open_timeout_s=1)
-    with defended(model_path) as pc:
+    with defended(region_onnx) as pc:
         start = time.monotonic()
         summary = run(pc, [str(clips[40]), "dead=rtsp://127.0.0.1:9/none"], options, RunOptions(log_path=str(log_path)))
     file, dead = summary["streams"]
@@ -76,12 +57,12 @@ def test_a_camera_down_at_start_never_holds_the_file_beside_it(model_path, clips
     assert time.monotonic() - start < 20
 
 
-def test_a_frame_the_writer_refuses_is_that_frames_counted_failure(model_path, tmp_path):
+def test_a_frame_the_writer_refuses_is_that_frames_counted_failure(region_onnx, tmp_path):
     good = [numbered_frame(i) for i in range(6)]
     bad = np.zeros((96, 128, 5), np.uint8)  # five channels: no camera format
-    source = Frames(good[:3] + [bad] + good[3:])
+    source = GivenFrames(good[:3] + [bad] + good[3:])
     log_path = tmp_path / "frames.jsonl"
-    with defended(model_path) as pc:
+    with defended(region_onnx) as pc:
         summary = run(pc, [source], SourceOptions(), RunOptions(log_path=str(log_path)))
         alone = [pc.predict(image) for image in good]
     assert summary["frames"] == 6 and summary["failed_frames"] == {"refused": 1, "lost": 0, "unsent": 0}
@@ -92,14 +73,14 @@ def test_a_frame_the_writer_refuses_is_that_frames_counted_failure(model_path, t
     assert [r["label"] for r in records if "label" in r] == [a.label for a in alone]
 
 
-def test_a_full_disk_for_the_log_and_a_failing_sink_never_stop_the_defense(model_path, clips, caplog):
+def test_a_full_disk_for_the_log_and_a_failing_sink_never_stop_the_defense(region_onnx, clips, caplog):
     class Broken(Sink):
         name = "broken publisher"
 
         def frame(self, item):
             raise RuntimeError("the broker went away")
 
-    with defended(model_path) as pc:
+    with defended(region_onnx) as pc:
         summary = run(pc, [str(clips[40])], SourceOptions(), RunOptions(log_path="/dev/full"), sinks=[Broken()])
     assert summary["frames"] == 40
     assert summary["sinks"] == {"broken publisher": {"failed": "RuntimeError: the broker went away"},
@@ -107,7 +88,7 @@ def test_a_full_disk_for_the_log_and_a_failing_sink_never_stop_the_defense(model
     assert "frame log failed and is switched off (the defense goes on)" in caplog.text
 
 
-def test_an_engine_failure_stops_the_run_and_still_writes_the_summary(model_path, clips, tmp_path):
+def test_an_engine_failure_stops_the_run_and_still_writes_the_summary(region_onnx, clips, tmp_path):
     class FailingEngine:
         """The real driver until its third step, then the engine fails (the device went away)."""
 
@@ -124,7 +105,7 @@ def test_an_engine_failure_stops_the_run_and_still_writes_the_summary(model_path
             return self.pc.predict_each(frames)
 
     log_path = tmp_path / "frames.jsonl"
-    with defended(model_path) as pc:
+    with defended(region_onnx) as pc:
         with pytest.raises(EngineError, match="device was lost"):
             run(FailingEngine(pc), [str(clips[40])], SourceOptions(), RunOptions(log_path=str(log_path)))
     last = json.loads(log_path.read_text().splitlines()[-1])
@@ -145,13 +126,13 @@ class SlowModel:
         return outcomes
 
 
-def test_a_live_stream_defends_its_newest_frame_and_counts_the_rest(model_path, clips):
+def test_a_live_stream_defends_its_newest_frame_and_counts_the_rest(region_onnx, clips):
     """A 50 FPS camera and a step of 150 ms: each defended frame was captured within a camera period or two of its
     step's start (not a step earlier), and every captured frame is defended or counted as dropped."""
     options = SourceOptions(fps=50, reconnect_s=0)
     camera = LiveSource(SourceSpec("camera", "clip", "clip"), options,
                         opener=lambda: open_capture(str(clips[40]), 1900, options, "clip camera"))  # 1900: cv2.CAP_FFMPEG
-    with defended(model_path) as pc:
+    with defended(region_onnx) as pc:
         items = [item for item in StreamLoop(SlowModel(pc, 0.15), [camera]) if isinstance(item, Defended)]
     camera.close()
     assert len(items) >= 4
@@ -160,7 +141,7 @@ def test_a_live_stream_defends_its_newest_frame_and_counts_the_rest(model_path, 
     assert camera.stats.read == len(items) + camera.stats.dropped
 
 
-def test_stop_ends_every_stream_and_the_log_says_so(model_path, clips, tmp_path):
+def test_stop_ends_every_stream_and_the_log_says_so(region_onnx, clips, tmp_path):
     stop = threading.Event()
 
     class StopAfter(Sink):
@@ -169,7 +150,7 @@ def test_stop_ends_every_stream_and_the_log_says_so(model_path, clips, tmp_path)
                 stop.set()
 
     log_path = tmp_path / "frames.jsonl"
-    with defended(model_path) as pc:
+    with defended(region_onnx) as pc:
         summary = run(pc, [str(clips[40])], SourceOptions(), RunOptions(log_path=str(log_path)), stop=stop, sinks=[StopAfter()])
     assert summary["interrupted"] and summary["end"] == "stopped" and summary["frames"] == 5
     records = [json.loads(line) for line in log_path.read_text().splitlines()]

@@ -9,7 +9,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pcedge.errors import ConfigError
@@ -17,16 +16,11 @@ from pcedge.runtime.driver import PatchCleanser
 from pcedge.video import StreamSpec, stream_many
 from pcedge.video.base import Frame, FrameSource
 from pcedge.video.sinks import stream_outputs
-from tests.models import export_test_model
-from tests.video.clips import count_frames, numbered_frame, read_index, write_numbered_clip
+from tests.video.clips import GivenFrames, count_frames, numbered_frame, read_index, write_numbered_clip
 
 ROOT = Path(__file__).resolve().parents[2]
 K = 9
 
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return export_test_model("region", tmp_path_factory.mktemp("model") / "region.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +29,8 @@ def clips(tmp_path_factory):
     return [write_numbered_clip(folder / f"cam{n}.avi", count, size=(96 + 16 * n, 128)) for n, count in enumerate((30, 18, 24))]
 
 
-def defended(model_path, streams: int) -> PatchCleanser:
-    return PatchCleanser.from_onnx(model_path, backend="ort", patch="5", masks_per_axis=3, max_batch=streams * K)
+def defended(region_onnx, streams: int) -> PatchCleanser:
+    return PatchCleanser.from_onnx(region_onnx, backend="ort", patch="5", masks_per_axis=3, max_batch=streams * K)
 
 
 class StalledCamera(FrameSource):
@@ -58,8 +52,8 @@ class StalledCamera(FrameSource):
         self._closed.set()
 
 
-def test_every_frame_of_every_stream_gets_exactly_its_single_stream_result(model_path, clips):
-    with defended(model_path, 3) as pc:
+def test_every_frame_of_every_stream_gets_exactly_its_single_stream_result(region_onnx, clips):
+    with defended(region_onnx, 3) as pc:
         seen: dict[int, list] = {0: [], 1: [], 2: []}
         for index, result, frame in stream_many([str(c) for c in clips], pc):
             seen[index].append((frame.index, result, frame.image))
@@ -76,36 +70,23 @@ def test_every_frame_of_every_stream_gets_exactly_its_single_stream_result(model
         assert {"disagreer", "majority"} & cases, "the second round must run in the batched steps"
 
 
-class Frames(FrameSource):
-    """Given frames, as a file source delivers them (none dropped)."""
-
-    def __init__(self, images: list[np.ndarray]) -> None:
-        super().__init__("frames")
-        self._images = images
-
-    def __iter__(self):
-        for index, image in enumerate(self._images):
-            self.stats.read += 1
-            yield Frame(image, index, time.time())
-
-
-def test_each_stream_keeps_its_own_alarm(model_path, clips):
+def test_each_stream_keeps_its_own_alarm(region_onnx, clips):
     """A 2/2 alarm on a stream whose every frame is at the patch level is raised from its second frame on, while
     the stream beside it (never at the patch level), served in the same steps, never alarms."""
     from tests.runtime.test_driver import frames
 
     patched = frames(24, seed=3)[8]
-    with defended(model_path, 2) as pc:
+    with defended(region_onnx, 2) as pc:
         assert pc.predict(patched).level == "patch"
         alarms: dict[int, list] = {0: [], 1: []}
-        for index, result, _ in stream_many([Frames([patched] * 12), StreamSpec(str(clips[1]), "clean")], pc, alarm="2/2"):
+        for index, result, _ in stream_many([GivenFrames([patched] * 12), StreamSpec(str(clips[1]), "clean")], pc, alarm="2/2"):
             alarms[index].append((result.level, result.stream_alarm.active))
         assert [a for _, a in alarms[0]] == [False] + [True] * 11
         assert all(level != "patch" and not active for level, active in alarms[1]) and len(alarms[1]) == 18
 
 
-def test_a_stalled_stream_never_holds_the_others(model_path, clips):
-    with defended(model_path, 2) as pc:
+def test_a_stalled_stream_never_holds_the_others(region_onnx, clips):
+    with defended(region_onnx, 2) as pc:
         stalled = StalledCamera(frames=2)
         start = time.monotonic()
         served = {0: 0, 1: 0}
@@ -119,9 +100,9 @@ def test_a_stalled_stream_never_holds_the_others(model_path, clips):
         stalled.close()
 
 
-def test_more_streams_than_one_call_holds_still_get_their_own_results(model_path, clips):
+def test_more_streams_than_one_call_holds_still_get_their_own_results(region_onnx, clips):
     """With calls of K images (the CPU default), three streams make three first-round calls per step."""
-    with defended(model_path, 1) as pc:
+    with defended(region_onnx, 1) as pc:
         for index, result, frame in stream_many([str(c) for c in clips], pc):
             assert max(result.batch_sizes) <= K
             alone = pc.predict(frame.image)
@@ -138,9 +119,9 @@ def test_stream_names_and_outputs():
         stream_outputs(["a.mp4"], ["x", "y"])
 
 
-def test_cli_runs_several_sources_with_one_log_and_one_video_each(model_path, clips, tmp_path):
+def test_cli_runs_several_sources_with_one_log_and_one_video_each(region_onnx, clips, tmp_path):
     log_path, summary_path = tmp_path / "f.jsonl", tmp_path / "s.json"
-    out = subprocess.run([sys.executable, "-m", "pcedge.cli", "run", "--model", str(model_path), "--source", f"front={clips[0]}",
+    out = subprocess.run([sys.executable, "-m", "pcedge.cli", "run", "--model", str(region_onnx), "--source", f"front={clips[0]}",
                           "--source", str(clips[1]), "--output", str(tmp_path / "rec"), "--log", str(log_path),
                           "--json", str(summary_path), "--patch", "5", "--masks-per-axis", "3"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -157,12 +138,12 @@ def test_cli_runs_several_sources_with_one_log_and_one_video_each(model_path, cl
     assert "all streams" in out.stdout and "front" in out.stdout
 
 
-def test_sigterm_finishes_every_recording(model_path, clips, tmp_path):
+def test_sigterm_finishes_every_recording(region_onnx, clips, tmp_path):
     import os
     import signal
 
     log_path, summary_path = tmp_path / "f.jsonl", tmp_path / "s.json"
-    proc = subprocess.Popen([sys.executable, "-m", "pcedge.cli", "run", "--model", str(model_path), "--source", f"a={clips[0]}",
+    proc = subprocess.Popen([sys.executable, "-m", "pcedge.cli", "run", "--model", str(region_onnx), "--source", f"a={clips[0]}",
                              "--source", f"b={clips[1]}", "--loop", "--output", str(tmp_path / "rec"), "--log", str(log_path),
                              "--json", str(summary_path), "--patch", "5", "--masks-per-axis", "3"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,

@@ -24,15 +24,10 @@ from pcedge.runtime.driver import PatchCleanser
 from pcedge.video import RunOptions, SourceOptions, run, stream
 from pcedge.video.outputs import FolderOutput, VideoFileOutput, open_output
 from pcedge.video.overlay import ALARM_COLOUR, LEVEL_COLOURS, MASK_COLOUR, draw_overlay, model_window_to_frame
-from tests.models import export_test_model
 from tests.video.clips import count_frames, numbered_frame, write_numbered_clip
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return export_test_model("region", tmp_path_factory.mktemp("model") / "region.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +35,12 @@ def clip(tmp_path_factory):
     return write_numbered_clip(tmp_path_factory.mktemp("clip") / "numbered.avi", 30)
 
 
-def defended(model_path) -> PatchCleanser:
-    return PatchCleanser.from_onnx(model_path, backend="ort", patch="5", masks_per_axis=3)
+def defended(region_onnx) -> PatchCleanser:
+    return PatchCleanser.from_onnx(region_onnx, backend="ort", patch="5", masks_per_axis=3)
 
 
-def test_stream_api_matches_predict_on_every_frame(model_path, clip):
-    with defended(model_path) as pc:
+def test_stream_api_matches_predict_on_every_frame(region_onnx, clip):
+    with defended(region_onnx) as pc:
         pairs = list(stream(clip, pc))
         assert [f.index for _, f in pairs] == list(range(30))
         for result, frame in pairs:
@@ -53,9 +48,9 @@ def test_stream_api_matches_predict_on_every_frame(model_path, clip):
             assert (result.label, result.case, result.disagreers) == (again.label, again.case, again.disagreers)
 
 
-def test_run_writes_log_video_and_summary(model_path, clip, tmp_path):
+def test_run_writes_log_video_and_summary(region_onnx, clip, tmp_path):
     out, log_path = tmp_path / "annotated.mp4", tmp_path / "frames.jsonl"
-    with defended(model_path) as pc:
+    with defended(region_onnx) as pc:
         summary = run(pc, str(clip), SourceOptions(), RunOptions(output=str(out), log_path=str(log_path), show_undefended=True))
         expected = [pc.predict(f) for f in (cv2.VideoCapture(str(clip)).read()[1],)]
     lines = [json.loads(line) for line in log_path.read_text().splitlines()]
@@ -79,9 +74,9 @@ def test_run_writes_log_video_and_summary(model_path, clip, tmp_path):
     assert count_frames(out) == 30 and not out.with_name("annotated.partial.mp4").exists()
 
 
-def test_full_disk_stops_recording_but_not_inference(model_path, clip, tmp_path):
+def test_full_disk_stops_recording_but_not_inference(region_onnx, clip, tmp_path):
     """A writer that runs out of disk stops recording, closes a playable file, and inference goes on."""
-    with defended(model_path) as pc:
+    with defended(region_onnx) as pc:
         output = VideoFileOutput(tmp_path / "rec.mp4", fps=25, min_free_bytes=1 << 62)  # no disk has this much free
         results = [r for r, _ in stream(clip, pc)]
         for r, image in zip(results, (numbered_frame(i) for i in range(30))):
@@ -154,10 +149,10 @@ def _cli(*args: str, **kwargs) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_cli_run_stopped_by_a_signal_leaves_a_playable_recording_and_says_so_in_its_exit_code(model_path, clip, tmp_path,
+def test_cli_run_stopped_by_a_signal_leaves_a_playable_recording_and_says_so_in_its_exit_code(region_onnx, clip, tmp_path,
                                                                                                sig, code):
     out, log_path, summary_path = tmp_path / "rec.mp4", tmp_path / "f.jsonl", tmp_path / "summary.json"
-    proc = _cli("run", "--model", str(model_path), "--source", str(clip), "--loop", "--output", str(out),
+    proc = _cli("run", "--model", str(region_onnx), "--source", str(clip), "--loop", "--output", str(out),
                 "--log", str(log_path), "--json", str(summary_path), "--patch", "5", "--masks-per-axis", "3")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not log_path.exists() or log_path.read_text().count("\n") < 40):
@@ -171,8 +166,8 @@ def test_cli_run_stopped_by_a_signal_leaves_a_playable_recording_and_says_so_in_
     assert "frames processed" in stdout
 
 
-def test_cli_run_missing_camera_is_one_clear_line(model_path):
-    proc = _cli("run", "--model", str(model_path), "--source", "/dev/video63", "--headless", "--patch", "5", "--masks-per-axis", "3",
+def test_cli_run_missing_camera_is_one_clear_line(region_onnx):
+    proc = _cli("run", "--model", str(region_onnx), "--source", "/dev/video63", "--headless", "--patch", "5", "--masks-per-axis", "3",
                 "--reconnect", "1")  # a camera missing at start is retried like a lost one (here for 1 s), then given up
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 1

@@ -9,8 +9,6 @@ from ..alarm import LEVELS
 from ..video.loop import Stream
 from .episodes import camera_slug
 
-STARTED = time.time()
-
 
 def camera_stats(streams: Sequence[Stream]) -> dict[str, Any]:
     """Per camera (keyed by its slug): name, FPS, latency and age p50 (recent frames), frames per level, the newest
@@ -26,4 +24,5 @@ def camera_stats(streams: Sequence[Stream]) -> dict[str, Any]:
             "failed_frames": sum(s.stats.failures.values()), "state": s.end or ("running" if s.feed.opened else "opening"),
             "error": source.error or None,
         }
-    return {"cameras": cameras, "uptime_s": round(time.time() - STARTED, 1)}
+    started = min((s.stats.started for s in streams), default=time.time())
+    return {"cameras": cameras, "uptime_s": round(time.time() - started, 1)}  # since the run began

@@ -29,7 +29,7 @@ def configure_logging(verbosity: int) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_LogFormatter(detailed=verbosity >= 1))
     root.addHandler(handler)
     root.setLevel(logging.WARNING if verbosity <= 0 else level)
@@ -64,6 +64,22 @@ def quiet_opencv(verbose: bool) -> None:
         cv2.setLogLevel(level)
     elif hasattr(getattr(cv2, "utils", None), "logging"):  # OpenCV 5.x
         cv2.utils.logging.setLogLevel(level)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the object it was at setup: a library user
+    or a test harness that swaps stderr (and closes the old one) never gets "I/O operation on closed file"."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 class _LogFormatter(logging.Formatter):

@@ -38,7 +38,6 @@ class Feed:
         self.source: FrameSource | None = None if self.owned else target
         self.live = parse_source(target, options).kind in ("camera", "network", "gstreamer") if self.owned else target.live
         self.uri = str(target) if self.owned else target.description
-        self.error = ""  # why the stream ended early ("" for a normal end)
         self._target = target
         self._cond = threading.Condition()
         self._slot: Frame | None = None  # the frame read ahead (files, and live sources without their own buffer)
@@ -56,7 +55,7 @@ class Feed:
             try:
                 self.source = open_source(self._target, self.options)
             except PcedgeError as exc:
-                self.error = self.stats.error = str(exc)
+                self.stats.error = str(exc)
                 with self._cond:
                     self._reader_done = True
                 return
@@ -65,6 +64,11 @@ class Feed:
     @property
     def stats(self) -> SourceStats:
         return self.source.stats if self.source is not None else self._stats_before_open
+
+    @property
+    def error(self) -> str:
+        """Why the stream ended early ("" while it runs or after a normal end): the source's own reason."""
+        return self.stats.error
 
     @property
     def opened(self) -> bool:
@@ -94,11 +98,7 @@ class Feed:
     def ended(self) -> bool:
         """No frame will come any more."""
         if self._pull is not None:
-            source = self.source
-            finished = source.finished if isinstance(source, LiveSource) else True
-            if finished and not self.error and source.stats.error:
-                self.error = source.stats.error
-            return finished or self._closing
+            return self.source.finished or self._closing
         with self._cond:
             return (self._reader_done or self._closing) and self._slot is None
 
@@ -147,9 +147,9 @@ class Feed:
                 return
             self._read_ahead(self.source)
         except PcedgeError as exc:
-            self.error = self.stats.error = str(exc)
+            self.stats.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a failing source (an OpenCV error, a bug in a custom one) ends its stream alone
-            self.error = self.stats.error = f"{self.description}: {type(exc).__name__}: {exc}"
+            self.stats.error = f"{self.description}: {type(exc).__name__}: {exc}"
             log.error("%s", self.error, exc_info=log.isEnabledFor(logging.DEBUG))
         finally:
             with self._cond:

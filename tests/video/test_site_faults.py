@@ -36,7 +36,9 @@ def test_the_run_ends_well_with_every_stream_at_its_own_n(site):
 
 def test_the_healthy_camera_and_the_file_start_at_once_and_d_keeps_its_pace(site):
     first = {name: min(r["timestamp"] + r["age_ms"] / 1e3 for r in site.frames(name)) - site.started for name in ("d", "file")}
-    assert max(first.values()) < 8, f"first results {first} s after launch (the command itself takes ~3 s to start)"
+    # the file's first result comes at once; D's after the cameras opened before it: OpenCV opens FFmpeg captures one
+    # at a time and each of these servers takes ~2 s (measured 6.2 s here; RESULTS.md, issue 29), hence the margin
+    assert first["file"] < 3 and first["d"] < 12, f"first results {first} s after the launch"
     fault_start, fault_end = site.faults["b_killed"], site.faults["c_thawed"]
     during = site.rate("d", fault_start, fault_end)
     last_d = max(r["timestamp"] for r in site.frames("d"))

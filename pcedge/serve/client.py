@@ -158,7 +158,7 @@ class ServedDefense:
         step = Counter("answered" if isinstance(o, Result) else o.kind for o in outcomes)
         with self._count_lock:
             self.counts.update(step)
-        if give_up.is_set():
+        if give_up.is_set() and not self.stop.is_set():  # a stopped run's cut-short frames are counted, not an error
             raise ServerUnavailableError(f"{self.uri} unreachable for {self.options.reconnect_s:.0f} s: giving up; {step['lost']} "
                                          f"frame(s) lost (sent, never answered), {step['unsent']} never sent", outcomes=outcomes)
         return outcomes

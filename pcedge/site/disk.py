@@ -16,12 +16,11 @@ import logging
 import shutil
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 import cv2
-import numpy as np
 
 from ..util.files import write_json, writing
 from ..video.loop import Defended, Stream, StreamEvent
@@ -148,5 +147,4 @@ def _small(item: Defended) -> Defended:
         return item
     scale = CLIP_WIDTH / image.shape[1]
     small = cv2.resize(image, (CLIP_WIDTH, max(1, int(round(image.shape[0] * scale)))), interpolation=cv2.INTER_AREA)
-    return Defended(item.stream, type(item.frame)(np.ascontiguousarray(small), item.frame.index, item.frame.captured_at,
-                                                  item.frame.name), item.result, item.age_ms, item.undefended)
+    return replace(item, frame=replace(item.frame, image=small))

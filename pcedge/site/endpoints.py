@@ -2,11 +2,13 @@
 
 ``--mqtt mqtt://[user:password@]host[:port]`` (``mqtts://`` for TLS), ``--webhook http(s)://...``,
 ``--metrics [HOST:]PORT`` and ``--web [HOST:]PORT`` (loopback unless a host is given). A password never appears in
-a log line or a summary: :func:`redact` shows ``user:***``.
+a log line or a summary: :func:`redact` shows ``user:***``. :func:`token_ok` is the one token check of ``--metrics``
+and ``--web``.
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -82,3 +84,9 @@ def redact(url: str) -> str:
     if not at or ":" not in userinfo:
         return url
     return urlunsplit((parts.scheme, f"{userinfo.split(':', 1)[0]}:***@{hostport}", parts.path, parts.query, parts.fragment))
+
+
+def token_ok(token: str, authorization: str | None, query_token: str | None) -> bool:
+    """The request carries ``token`` as a Bearer header or a ``token`` query parameter (compared in constant time)."""
+    offered = (authorization or "")[len("Bearer "):] if (authorization or "").startswith("Bearer ") else (query_token or "")
+    return hmac.compare_digest(offered.encode(), token.encode())

@@ -18,7 +18,6 @@ Bound to a non-loopback address, every request needs the token (``Authorization:
 
 from __future__ import annotations
 
-import hmac
 import logging
 import threading
 from typing import Any, Iterator, Sequence
@@ -29,17 +28,12 @@ from ..errors import ConfigError
 from ..util.optional import require
 from ..video.loop import Defended, Stream
 from ..video.sinks import Sink
+from .endpoints import token_ok
 from .episodes import camera_slug
 
 log = logging.getLogger("pcedge.site")
 SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 IMAGES = (1, 2, 4, 8, 16, 36, 72, 144, 288, 576, 1152)
-
-
-def token_ok(token: str, authorization: str | None, query_token: str | None) -> bool:
-    """The request carries ``token`` as a Bearer header or a ``token`` query parameter (compared in constant time)."""
-    offered = (authorization or "")[len("Bearer "):] if (authorization or "").startswith("Bearer ") else (query_token or "")
-    return hmac.compare_digest(offered.encode(), token.encode())
 
 
 class MetricsSink(Sink):

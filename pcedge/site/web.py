@@ -29,8 +29,8 @@ from ..errors import ConfigError
 from ..util.optional import require
 from ..video.loop import Defended, Stream
 from ..video.sinks import Sink
+from .endpoints import token_ok
 from .episodes import EpisodeBook, camera_slug
-from .metrics import token_ok
 from .stats import camera_stats
 
 log = logging.getLogger("pcedge.site")

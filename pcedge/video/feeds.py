@@ -36,7 +36,7 @@ class Feed:
         self.options, self.wake, self.limit = options, wake, limit
         self.owned = not isinstance(target, FrameSource)
         self.source: FrameSource | None = None if self.owned else target
-        self.live = parse_source(target, options).kind in ("camera", "network", "gstreamer") if self.owned else target.live
+        self.live = parse_source(target, options).live if self.owned else target.live
         self.uri = str(target) if self.owned else target.description
         self._target = target
         self._cond = threading.Condition()

@@ -162,7 +162,6 @@ class StatusLine(Sink):
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self._bar: Any = None
-        self._latest: dict[int, str] = {}
 
     def start(self, streams: Sequence[Stream]) -> None:
         self._streams = list(streams)
@@ -177,7 +176,6 @@ class StatusLine(Sink):
 
     def frame(self, item: Defended) -> None:
         bar = self._ensure_bar()
-        self._latest[item.stream.index] = "ALARM" if item.stream.alarm.active else item.result.level
         bar.set_postfix_str(self._text(), refresh=False)
         bar.update(1)
 
@@ -189,8 +187,9 @@ class StatusLine(Sink):
         if len(self._streams) == 1:
             stream = self._streams[0]
             return stream.stats.status_text(stream.alarm.active)
-        ordered = sorted(self._streams, key=lambda s: (self._latest.get(s.index) != "ALARM", s.index))
-        return " | ".join(f"{s.name} {s.stats.fps:.1f} FPS {self._latest.get(s.index, '-')}" for s in ordered)
+        ordered = sorted(self._streams, key=lambda s: (not s.alarm.active, s.index))
+        return " | ".join(f"{s.name} {s.stats.fps:.1f} FPS {'ALARM' if s.alarm.active else s.stats.last_level or '-'}"
+                          for s in ordered)
 
     def close(self, summary: dict[str, Any]) -> None:
         if self._bar is not None:

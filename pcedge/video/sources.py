@@ -34,10 +34,10 @@ def open_source(uri: str | int | Path, options: SourceOptions | None = None, *, 
     so a camera that comes up after the service is picked up)."""
     options = options or SourceOptions()
     spec = parse_source(uri, options)
+    if spec.live:
+        return LiveSource(spec, options, retry_first_open=retry_first_open)
     if spec.kind == "image":
         return ImageSource([spec.location], spec.uri, options)
     if spec.kind == "images":
         return ImageSource(spec.location, spec.uri, options)
-    if spec.kind == "video":
-        return VideoFileSource(spec.location, options)
-    return LiveSource(spec, options, retry_first_open=retry_first_open)
+    return VideoFileSource(spec.location, options)

@@ -50,7 +50,7 @@ def run_failures(summary: dict[str, Any]) -> list[str]:
     """Why the run failed, one line each (exit code 1): every live source lost, no file readable, an engine failure."""
     reasons = []
     if summary["all_live_lost"] or summary["no_file_read"]:
-        reasons += [s["source"]["error"] or s.get("error", "") for s in summary["streams"] if s["end"] in ("lost", "failed")]
+        reasons += [s["source"]["error"] for s in summary["streams"] if s["end"] in ("lost", "failed")]
     if summary.get("error"):
         reasons.append(summary["error"])
     return [r for r in reasons if r]

@@ -57,6 +57,11 @@ class SourceSpec:
     location: Any  # path, list of paths, camera index/device, URL or pipeline
     uri: str
 
+    @property
+    def live(self) -> bool:
+        """A camera, network stream or pipeline (read by a capture thread), not a file or images."""
+        return self.kind not in ("image", "images", "video")
+
 
 def parse_source(uri: str | int | Path, options: SourceOptions | None = None) -> SourceSpec:
     """Decide what ``uri`` names, without opening it."""

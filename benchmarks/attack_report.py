@@ -26,7 +26,9 @@ from pcedge.defense import is_certified
 from pcedge.evaluation.attacks import OBJECTIVES, attack_image
 from pcedge.evaluation.datasets import load_dataset
 from pcedge.export import export_onnx, load_model
-from pcedge.export.finetune import FinetuneConfig, preprocess_dataset, train
+from pcedge.export.finetune import preprocess_dataset, train_in_memory
+from pcedge.export.trainer import TrainConfig
+from pcedge.masks import create_mask_set
 from pcedge.preprocess import PreprocessSpec
 from pcedge.runtime.driver import PatchCleanser
 from pcedge.util.machine import machine_info
@@ -46,7 +48,8 @@ def main() -> None:
     d = loaded.defaults
     spec = PreprocessSpec(input_size=d["image_size"], crop_pct=1.0, mean=d["mean"], std=d["std"], class_names=d["labels"])
     images, labels = preprocess_dataset(load_dataset(DATA, split="train"), spec, np.arange(10000), progress=False)
-    train(loaded.module, images, labels, FinetuneConfig(epochs=3, lr=3e-3, mask_size=(10, 10)), progress=False)
+    train_in_memory(loaded.module, create_mask_set((28, 28), 4, masks_per_axis=4), images, labels,  # 10x10 windows
+                    TrainConfig(epochs=3, lr=3e-3), progress=False)
     model_path = Path(tempfile.mkdtemp()) / "fashion_cnn_masked.onnx"
     export_onnx(loaded.module, model_path, image_size=28, mean=d["mean"], std=d["std"], crop_pct=1.0, labels=d["labels"],
                 exporter="torchscript", source_name="fashion-cnn (attack report)")

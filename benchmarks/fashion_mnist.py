@@ -26,7 +26,8 @@ import torch
 from pcedge.evaluation.certification import build_report, certify, plot_report, report_markdown
 from pcedge.evaluation.datasets import load_dataset
 from pcedge.export import export_onnx, load_model
-from pcedge.export.finetune import FinetuneConfig, evaluate, preprocess_dataset, train
+from pcedge.export.finetune import evaluate, preprocess_dataset, train_in_memory
+from pcedge.export.trainer import TrainConfig
 from pcedge.masks import create_mask_set
 from pcedge.preprocess import PreprocessSpec
 from pcedge.runtime.driver import PatchCleanser
@@ -57,12 +58,13 @@ def main() -> None:
 
     start = time.perf_counter()
     base = loaded.module
-    history_base = train(base, x_train, y_train, FinetuneConfig(epochs=PLAIN_EPOCHS, seed=args.seed))
+    history_base = train_in_memory(base, mask_set, x_train, y_train, TrainConfig(epochs=PLAIN_EPOCHS, masks="none", seed=args.seed)).history
     plain, masked = base, copy.deepcopy(base)
     history = {
-        "plain": history_base + train(plain, x_train, y_train, FinetuneConfig(epochs=FINETUNE_EPOCHS, lr=1e-3, seed=args.seed + 1)),
-        "masked": history_base + train(masked, x_train, y_train, FinetuneConfig(epochs=FINETUNE_EPOCHS, lr=1e-3, seed=args.seed + 1,
-                                                                                 mask_size=mask_set.mask_size, windows=2)),
+        "plain": history_base + train_in_memory(plain, mask_set, x_train, y_train,
+                                                TrainConfig(epochs=FINETUNE_EPOCHS, lr=1e-3, masks="none", seed=args.seed + 1)).history,
+        "masked": history_base + train_in_memory(masked, mask_set, x_train, y_train,
+                                                 TrainConfig(epochs=FINETUNE_EPOCHS, lr=1e-3, masks="random", seed=args.seed + 1)).history,
     }
     train_s = time.perf_counter() - start
 

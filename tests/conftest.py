@@ -51,7 +51,9 @@ def fashion_trained(tmp_path_factory) -> TrainedModel:
 
     from pcedge.evaluation.datasets import load_dataset
     from pcedge.export import export_onnx, load_model
-    from pcedge.export.finetune import FinetuneConfig, preprocess_dataset, train
+    from pcedge.export.finetune import preprocess_dataset, train_in_memory
+    from pcedge.export.trainer import TrainConfig
+    from pcedge.masks import create_mask_set
     from pcedge.preprocess import PreprocessSpec
 
     torch.use_deterministic_algorithms(True)
@@ -60,7 +62,8 @@ def fashion_trained(tmp_path_factory) -> TrainedModel:
     spec = PreprocessSpec(input_size=d["image_size"], crop_pct=1.0, mean=d["mean"], std=d["std"], class_names=d["labels"])
     images, labels = preprocess_dataset(load_dataset(FASHION, split="train"), spec, np.arange(4000), progress=False)
     try:
-        train(loaded.module, images, labels, FinetuneConfig(epochs=2, lr=3e-3, mask_size=(10, 10), threads=1), progress=False)
+        masks = create_mask_set((28, 28), 4, masks_per_axis=4)  # 10x10 windows
+        train_in_memory(loaded.module, masks, images, labels, TrainConfig(epochs=2, lr=3e-3, threads=1), progress=False)
     finally:
         torch.use_deterministic_algorithms(False)
     path = tmp_path_factory.mktemp("fashion") / "fashion_cnn.onnx"

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.choices[name].set_defaults(func=command.run)
     for command in sub.choices.values():
         _common_options(command, top=False)
+        for nested in command._subparsers._group_actions if command._subparsers else ():  # e.g. pcedge certify merge
+            for action_parser in nested.choices.values():
+                _common_options(action_parser, top=False)
     return parser
 
 

@@ -1,4 +1,7 @@
-"""pcedge finetune: train or fine-tune a classifier with masks (the paper's recipe), then export it."""
+"""pcedge finetune: train or fine-tune a classifier with masks (the paper's recipe), then export it.
+
+With labels (``--data``) the run is :func:`pcedge.export.labelled.train_labelled` (also under torchrun); without
+(``--unlabeled``) masked self-distillation (:mod:`pcedge.export.distill`)."""
 
 from __future__ import annotations
 
@@ -20,27 +23,9 @@ def run(args: argparse.Namespace) -> int:
         return _distill(args)
     if not args.data:
         raise ConfigError("give --data (labelled images) or --unlabeled (footage: self-distillation without labels)")
-    from ..evaluation.datasets import load_dataset
-    from ..export import export_onnx, load_model
-    from ..export.finetune import FinetuneConfig, preprocess_dataset, train
+    from .training import train_labelled
 
-    loaded = load_model(args.model, args.checkpoint)
-    spec = loaded.preprocessing(preprocessing_overrides(args))
-    labels = spec.class_names
-    mask_set = mask_spec_from_args(args).build(spec.input_size)
-    dataset = load_dataset(args.data, class_names=labels, split=args.split)
-    images, targets = preprocess_dataset(dataset, spec, dataset.subset(args.limit, args.seed), progress=not (args.no_progress or args.quiet))
-    config = FinetuneConfig(epochs=args.epochs, lr=args.lr or 2e-3, batch_size=args.batch_size or 128, seed=args.seed or 0,
-                            mask_size=None if args.plain else mask_set.mask_size, windows=args.windows)
-    print(f"# training {loaded.name} on {len(images)} images of {dataset.name}; "
-          + ("plain (no masks)" if args.plain else f"{args.windows} random {mask_set.mask_size[0]}x{mask_set.mask_size[1]} masks per image"),
-          file=sys.stderr)
-    history = train(loaded.module, images, targets, config, progress=not (args.no_progress or args.quiet),
-                    checkpoint=args.save_checkpoint)
-    report = export_onnx(loaded.module, args.out, spec=spec, labels=list(labels) or list(dataset.class_names), source_name=f"{loaded.name} ({'plain' if args.plain else 'masked'} fine-tuned)")
-    print(report.summary())
-    print(json.dumps({"history": history}, indent=None))
-    return 0
+    return train_labelled(args)
 
 
 def _distill(args: argparse.Namespace) -> int:
@@ -57,14 +42,15 @@ def _distill(args: argparse.Namespace) -> int:
     spec = loaded.preprocessing(overrides)
     mask_set = mask_spec_from_args(args).build(spec.input_size)
     quiet = args.no_progress or args.quiet
-    config = DistillConfig(max_steps=args.max_steps, max_minutes=args.max_minutes, batch_size=args.batch_size or DistillConfig.batch_size,
+    val_fraction = DistillConfig.validation_fraction if args.val_fraction is None else args.val_fraction
+    config = DistillConfig(max_steps=args.max_steps or DistillConfig.max_steps, max_minutes=args.max_minutes, batch_size=args.batch_size or DistillConfig.batch_size,
                            lr=args.lr or DistillConfig.lr,
                            temperature=args.temperature, unmasked_weight=args.unmasked_weight,
                            pseudo_label_weight=args.pseudo_label_weight, pseudo_label_confidence=args.pseudo_label_confidence,
                            validate_every=args.validate_every,
-                           patience=args.patience, validation_fraction=args.val_fraction, seed=args.seed or 0)
+                           patience=args.patience, validation_fraction=val_fraction, seed=args.seed or 0)
     footage = read_footage(args.unlabeled, spec, max_frames=args.max_frames, every=args.every,
-                           validation_fraction=args.val_fraction, progress=not quiet)
+                           validation_fraction=val_fraction, progress=not quiet)
     labelled = None
     if args.data:
         dataset = load_dataset(args.data, class_names=spec.class_names, split=args.split)
@@ -100,6 +86,9 @@ PARSER = dict(
            "  pcedge finetune --model fashion-cnn --data /usr/share/datasets/fashion-mnist --split train \\\n"
            "      --patch 2% --epochs 4 --out fmnist_masked.onnx\n"
            "  pcedge finetune --model my_pkg.nets:build --checkpoint w.pt --data train_folder/ --out masked.onnx\n"
+           "  pcedge finetune --model timm:resnet50 --checkpoint r50.pth --data imagenet/train --val-data imagenet/val --recipe paper \\\n"
+           "      --masks greedy --device cuda --amp bf16 --augment --save-checkpoint r50.pt --out r50_masked.onnx\n"
+           "  torchrun --nproc-per-node 4 -m pcedge finetune ...   # the same on 4 GPUs (or CPU processes: gloo)\n"
            "  pcedge finetune --model efficientnet-lite0 --unlabeled lobby.mp4 --unlabeled 'yard/*.jpg' --max-minutes 60 \\\n"
            "      --save-checkpoint lite0_distill.pt --out lite0_cam.onnx          # no labels: the camera's own footage\n"
            "  pcedge finetune --model efficientnet-lite0 --unlabeled lobby.mp4 --resume lite0_distill.pt --out lite0_cam.onnx",
@@ -113,22 +102,44 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="train", choices=["train", "test"], help="which IDX pair in a folder holding both")
     p.add_argument("--out", required=True, type=Path, help="the .onnx file to write")
     add_mask_options(p)
-    p.add_argument("--plain", action="store_true", help="train without masks (the baseline)")
-    p.add_argument("--windows", type=int, default=2, help="masks per training image")
-    p.add_argument("--epochs", type=positive_int, default=3, help="passes over the training images")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 with labels, 5e-5 for --unlabeled)")
-    p.add_argument("--batch-size", type=positive_int, help="images per optimizer step (default: 128 with labels, 24 frames for --unlabeled)")
+    p.add_argument("--epochs", type=positive_int, help="passes over the training images (default: the recipe's, 10 paper / 3 adamw)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's with labels, 5e-5 for --unlabeled)")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="images per optimizer step, over all torchrun processes (default: the recipe's, 64 paper / 128 adamw; "
+                        "24 frames for --unlabeled)")
     p.add_argument("--limit", type=positive_int, help="train on N images only")
-    p.add_argument("--seed", type=int, default=0, help="seed for the weights' shuffling, the masks and --limit's draw")
+    p.add_argument("--seed", type=int, default=0, help="seed for shuffling, masks, augmentation, the held-out split and --limit's draw")
     p.add_argument("--save-checkpoint", help="write a checkpoint here after every epoch (with --unlabeled: every validation) (.pt)")
+    p.add_argument("--resume", help="continue from this checkpoint (--save-checkpoint's file), and keep saving there")
+    p.add_argument("--val-fraction", type=float,
+                   help="held out for validation: with --data a seeded fraction of it unless --val-data (default 0.05); "
+                        "with --unlabeled the later part of each source (default 0.15)")
+    p.add_argument("--max-steps", type=positive_int,
+                   help="optimizer steps at most (default: none with --data, a checkpoint is written and --resume goes on; "
+                        "2000 for --unlabeled)")
     add_preprocessing_options(p, exporting=True)
+    t = p.add_argument_group("with labels (--data): masks, recipe, devices, validation")
+    t.add_argument("--masks", default="random", choices=["random", "greedy", "none"],
+                   help="random: --windows Cutout-style windows of the mask size per image (the paper's); greedy: each image's "
+                        "worst two-mask view of the mask set, searched with the model being trained (2K forwards per image "
+                        "per search); none: plain training (the baseline)")
+    t.add_argument("--windows", type=int, default=2, help="random masks per training image")
+    t.add_argument("--greedy-every", type=positive_int, default=1, help="epochs between greedy searches (the pairs are cached between)")
+    t.add_argument("--recipe", default="adamw", choices=["paper", "adamw"],
+                   help="paper: SGD momentum 0.9, batch 64, 10 epochs, lr 0.01 (give --lr 0.001 for ViTs) x0.1 after half; "
+                        "adamw: AdamW lr 2e-3, one-cycle, label smoothing 0.1, batch 128")
+    t.add_argument("--augment", action="store_true", help="random resized crop + horizontal flip of each image before preprocessing")
+    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun with cuda: one GPU per local rank)")
+    t.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision (fp16 with a gradient scaler, CUDA only; bf16 also on CPUs)")
+    t.add_argument("--workers", type=int, help="data loader processes (default: 0 for IDX/.npz held in memory, else half the CPUs, <= 8)")
+    t.add_argument("--val-data", help="held-out labelled images to validate on (an IDX folder gives its test pair)")
+    t.add_argument("--val-certify", type=int, default=200,
+                   help="held-out images certified per epoch (K(K+1)/2 forwards each; the best checkpoint is by certified accuracy)")
     free = p.add_argument_group("without labels (masked self-distillation from the original model)")
     free.add_argument("--unlabeled", action="append", metavar="SOURCE",
                       help="footage to learn from: any source pcedge run takes (video, folder, glob, camera, stream); repeatable")
     free.add_argument("--max-frames", type=positive_int, default=600, help="frames read per source")
     free.add_argument("--every", type=positive_int, default=1, help="keep every N-th frame (neighbouring frames repeat each other)")
-    free.add_argument("--val-fraction", type=float, default=0.15, help="the later part of each source held out for validation")
-    free.add_argument("--max-steps", type=positive_int, default=2000, help="optimizer steps at most")
     free.add_argument("--max-minutes", type=float, default=60.0, help="training time at most")
     free.add_argument("--validate-every", type=positive_int, default=100, help="steps between held-out validations")
     free.add_argument("--patience", type=positive_int, default=4, help="validations without a better mask agreement before stopping")
@@ -138,7 +149,4 @@ def add_options(p: argparse.ArgumentParser) -> None:
                       help="weight of the cross-entropy with the teacher's top-1 label (builds the margin masks need; 0: soft KL only)")
     free.add_argument("--pseudo-label-confidence", type=float, default=0.0,
                       help="use the teacher's top-1 as a hard label only where its probability is at least this (default 0: always)")
-    free.add_argument("--resume", help="continue from this checkpoint (--save-checkpoint's file), and keep saving there")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (as -q, but keeps the log lines)")
-
-

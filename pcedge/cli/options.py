@@ -172,10 +172,11 @@ def model_or_server(text: str) -> Path | str:
     return model_file(text)
 
 
-def add_engine_options(parser: argparse.ArgumentParser, *, servable: bool = False) -> None:
+def add_engine_options(parser: argparse.ArgumentParser, *, servable: bool = False, model_required: bool = True) -> None:
     """Backend and second-round options shared by the commands that run the defended model (``servable``: the
-    model may also be a Triton URI, with the client options)."""
-    parser.add_argument("--model", required=True, type=model_or_server if servable else model_file,
+    model may also be a Triton URI, with the client options; ``model_required=False``: the command checks --model
+    itself, as ``pcedge certify`` does since ``pcedge certify merge`` needs none)."""
+    parser.add_argument("--model", required=model_required, type=model_or_server if servable else model_file,
                         help="an ONNX model exported by pcedge export" +
                              (", or triton://HOST:PORT/NAME for a defense served by Triton (pcedge triton)" if servable else ""))
     parser.add_argument("--backend", default="auto", choices=MODEL_FILE_BACKENDS,

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,24 +47,35 @@ class Tables:
     undefended: np.ndarray  # (N,) plain model on the unmasked image
     tables: np.ndarray  # (N, K, K) int16 two-mask labels
     meta: dict[str, Any]
+    unreadable: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # positions that could not be decoded
+    seconds: float = 0.0  # time spent certifying these rows, summed over resumes (and over shards when merged)
 
     def save(self, path: Path) -> None:
         """Atomically: a crash mid-save leaves the previous file intact."""
         with writing(path) as temporary, open(temporary, "wb") as fh:
             np.savez_compressed(fh, positions=self.positions, labels=self.labels, undefended=self.undefended,
-                                tables=self.tables, meta=np.array(json.dumps(self.meta, sort_keys=True)))
+                                tables=self.tables, meta=np.array(json.dumps(self.meta, sort_keys=True)),
+                                unreadable=self.unreadable, seconds=np.array(self.seconds))
 
     @classmethod
     def load(cls, path: Path) -> "Tables":
         try:
             with np.load(path, allow_pickle=False) as data:
-                return cls(data["positions"], data["labels"], data["undefended"], data["tables"], json.loads(str(data["meta"])))
+                extra = {key: data[key] for key in ("unreadable",) if key in data}  # files from before shards lack both
+                return cls(data["positions"], data["labels"], data["undefended"], data["tables"], json.loads(str(data["meta"])),
+                           seconds=float(data["seconds"]) if "seconds" in data else 0.0, **extra)
         except (OSError, KeyError, ValueError) as exc:
             raise DatasetError(f"{path}: not a certification tables file ({exc})") from None
 
     @classmethod
     def empty(cls, k: int, meta: dict[str, Any]) -> "Tables":
         return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, k, k), np.int16), meta)
+
+    def restrict(self, positions: np.ndarray) -> "Tables":
+        """Only the rows (and unreadable images) of ``positions``."""
+        keep = np.isin(self.positions, positions)
+        return Tables(self.positions[keep], self.labels[keep], self.undefended[keep], self.tables[keep], self.meta,
+                      self.unreadable[np.isin(self.unreadable, positions)], self.seconds)
 
 
 CERTIFY_BATCH = 256
@@ -96,14 +107,24 @@ def run_meta(model: PatchCleanser, dataset: Dataset, model_path: str | Path | No
     metadata = read_onnx_metadata(model_path) if model_path else {}
     return {"model": str(model_path or ""), "model_sha256": metadata.get("pcedge.content_sha256", ""),
             "mask_set": model.mask_set.to_dict(), "preprocess": model.spec.to_metadata(), "dataset": dataset.name,
-            "dataset_identity": dataset.identity, "pipeline": pipeline_identity(model, metadata)}
+            "dataset_identity": dataset.identity, "pipeline": pipeline_identity(model, metadata), "shard": None}
 
 
 def certify(model: PatchCleanser, dataset: Dataset, *, positions: np.ndarray | None = None, tables_path: str | Path | None = None,
-            resume: bool = False, model_path: str | Path | None = None, progress: bool = True) -> Tables:
-    """Label tables for ``positions`` of ``dataset`` (all by default), saved to ``tables_path`` as they go."""
+            resume: bool = False, model_path: str | Path | None = None, progress: bool = True,
+            shard: tuple[int, int] | None = None) -> Tables:
+    """Label tables for ``positions`` of ``dataset`` (all by default), saved to ``tables_path`` as they go.
+
+    ``shard=(i, n)`` certifies only slice ``i`` of ``n`` of ``positions`` (:mod:`.shards`); the tables record which,
+    so that ``pcedge certify merge`` can check that the slices it joins are one run's, each complete, none twice.
+    """
+    from .shards import shard_meta, shard_positions
+
     positions = np.arange(len(dataset)) if positions is None else np.asarray(positions, dtype=np.int64)
     meta = run_meta(model, dataset, model_path)
+    if shard is not None:
+        meta["shard"] = shard_meta(positions, *shard)
+        positions = shard_positions(positions, *shard)
     k = len(model.mask_set)
     path = Path(tables_path) if tables_path else None
     done = Tables.empty(k, meta)
@@ -115,10 +136,11 @@ def certify(model: PatchCleanser, dataset: Dataset, *, positions: np.ndarray | N
         if changed:
             raise ConfigError(f"{path} was made with a different {', '.join(changed)}; it cannot be resumed with these settings")
         log.info("resuming: %d of %d images already certified in %s", len(done.positions), len(positions), path)
-    finished = set(done.positions.tolist())
+    finished = set(done.positions.tolist()) | set(done.unreadable.tolist())
     todo = [int(p) for p in positions if int(p) not in finished]
     rows: list[tuple[int, int, int, np.ndarray]] = []
-    last_save = time.monotonic()
+    unreadable: list[int] = []
+    last_save = started = time.monotonic()
     bar = progress_bar(total=len(todo), desc=f"certifying ({len(positions) - len(todo)} done before)" if len(todo) < len(positions)
                        else "certifying", unit="image", enabled=progress and bool(todo))
     try:
@@ -127,32 +149,36 @@ def certify(model: PatchCleanser, dataset: Dataset, *, positions: np.ndarray | N
             label, _ = dataset.item(position)
             if image is not None:
                 rows.append((position, label, model.predict_undefended(image), model.label_table(image)))
+            else:
+                unreadable.append(position)
             bar.update(1)
             if path is not None and time.monotonic() - last_save > SAVE_EVERY_S:
-                done, rows = _merge(done, rows), []
+                done, rows, unreadable, started = _merge(done, rows, unreadable, time.monotonic() - started), [], [], time.monotonic()
                 done.save(path)
                 last_save = time.monotonic()
     finally:
         bar.close()
-        done = _merge(done, rows)
+        done = _merge(done, rows, unreadable, time.monotonic() - started)
         if path is not None:
             done.save(path)
-    keep = np.isin(done.positions, positions)
-    return Tables(done.positions[keep], done.labels[keep], done.undefended[keep], done.tables[keep], meta)
+    done.meta = meta
+    return done.restrict(positions)
 
 
-def _merge(done: Tables, rows: list) -> Tables:
+def _merge(done: Tables, rows: list, unreadable: list[int], seconds: float) -> Tables:
+    bad = np.concatenate([done.unreadable, np.array(unreadable, np.int64)])
     if not rows:
-        return done
+        return Tables(done.positions, done.labels, done.undefended, done.tables, done.meta, bad, done.seconds + seconds)
     pos, lab, und, tab = zip(*rows)
     return Tables(np.concatenate([done.positions, np.array(pos, np.int64)]), np.concatenate([done.labels, np.array(lab, np.int64)]),
                   np.concatenate([done.undefended, np.array(und, np.int64)]),
-                  np.concatenate([done.tables, np.stack(tab).astype(np.int16)]), done.meta)
+                  np.concatenate([done.tables, np.stack(tab).astype(np.int16)]), done.meta, bad, done.seconds + seconds)
 
 
 # ------------------------------------------------------------------------------------------ report
 def build_report(tables: Tables, dataset: Dataset, *, seconds: float | None = None, requested: int | None = None) -> dict[str, Any]:
-    """Every number from the tables: accuracies, case histogram, per-class rows, identity, machine."""
+    """Every number from the tables: accuracies, case histogram, per-class rows, identity, machine. The unreadable images
+    are those the tables record (a merged report names every shard's)."""
     n = len(tables.positions)
     cases: Counter[str] = Counter()
     defended = np.zeros(n, bool)
@@ -174,7 +200,7 @@ def build_report(tables: Tables, dataset: Dataset, *, seconds: float | None = No
     return {
         "num_images": n,
         "requested_images": requested if requested is not None else n,
-        "unreadable": list(dataset.unreadable),
+        "unreadable": [dataset.item(int(p))[1] for p in np.sort(tables.unreadable)],
         "clean_accuracy": _rate(clean),
         "defended_accuracy": _rate(defended),
         "certified_accuracy": _rate(certified),

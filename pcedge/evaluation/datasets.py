@@ -46,6 +46,11 @@ class Dataset:
         return len(self._items)
 
     @property
+    def in_memory(self) -> bool:
+        """True for IDX and .npz sets (decoded once when opened); image folders decode per item."""
+        return self._arrays is not None
+
+    @property
     def labels(self) -> np.ndarray:
         return np.array([label for _, label, _ in self._items], dtype=np.int64)
 

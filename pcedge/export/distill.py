@@ -35,7 +35,6 @@ Optionally labelled images are mixed in with cross-entropy on their masked views
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -51,6 +50,7 @@ from ..runtime.kernels import write_frame
 from ..util.optional import require
 from ..util.progress import progress as progress_bar
 from .finetune import apply_random_masks
+from .training_state import weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +135,6 @@ def read_footage(sources: Sequence[str], spec: PreprocessSpec, *, max_frames: in
     return Footage(np.stack(train), np.stack(held), report)
 
 
-def state_sha256(module: Any) -> str:
-    """A hash of a module's weights (what the exported student records as its teacher)."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 @dataclass
 class DistillResult:
     history: list[dict[str, float]]  # one row per validation
@@ -163,7 +154,7 @@ class Distiller:
         self.teacher = copy.deepcopy(student).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        self.teacher_sha256 = state_sha256(self.teacher)
+        self.teacher_sha256 = weights_sha256(self.teacher)
         self.keep = self.torch.from_numpy(mask_set.keep_masks().astype(np.float32))  # (K, H, W): 0 inside mask k's windows
         self.generator = self.torch.Generator().manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)

@@ -96,7 +96,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", metavar="I/N", help="certify only slice I of N (I from 0; needs --tables); join with 'pcedge certify merge'")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run (or slice) from --tables")
     _report_options(p, tables_help="keep the per-image K x K label tables in this .npz (needed for --resume and --shard)")
-    sub = p.add_subparsers(dest="certify_action", metavar="{merge}")
+    sub = p.add_subparsers(dest="certify_action", metavar="{merge}", help="merge: join the slices of a --shard run (optional)")
     m = sub.add_parser("merge", help="join the tables of all N slices into the report one run would have made",
                        description="Join slices made by 'pcedge certify --shard I/N --tables FILE'. Refused: slices of another "
                                    "model, mask set, preprocessing, data, selection, engine or precision; a missing, "

@@ -112,10 +112,10 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-checkpoint", help="write a checkpoint here after every epoch (with --unlabeled: every validation) (.pt)")
     p.add_argument("--resume", help="continue from this checkpoint (--save-checkpoint's file), and keep saving there")
     p.add_argument("--val-fraction", type=float,
-                   help="held out for validation: with --data a seeded fraction of it unless --val-data (default 0.05); "
-                        "with --unlabeled the later part of each source (default 0.15)")
+                   help="held out for validation (default 0.05 with --data: a seeded fraction of it, unless --val-data; "
+                        "0.15 with --unlabeled: the later part of each source)")
     p.add_argument("--max-steps", type=positive_int,
-                   help="optimizer steps at most (default: none with --data, a checkpoint is written and --resume goes on; "
+                   help="optimizer steps at most (default none with --data: then a checkpoint is written and --resume goes on; "
                         "2000 for --unlabeled)")
     add_preprocessing_options(p, exporting=True)
     t = p.add_argument_group("with labels (--data): masks, recipe, devices, validation")

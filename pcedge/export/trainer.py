@@ -198,8 +198,7 @@ class Trainer:
         if self.procs.main:
             row.update(self._validate())
             self._keep_if_best(row)
-            log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                                          for k, v in row.items() if k != "epoch"))
+            log.info("epoch %d/%d: %s", epoch + 1, self.recipe.epochs, epoch_text(row))
         self.history.append(row)
         if cfg.max_steps and self.step >= cfg.max_steps and self.epoch < self.recipe.epochs:
             return None
@@ -309,3 +308,16 @@ def _optimizer(module: Any, recipe: Recipe, steps_per_epoch: int) -> tuple[Any, 
         return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, recipe.epochs // 2), gamma=0.1)
     return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch,
                                                           pct_start=0.15)
+
+
+def epoch_text(row: dict[str, Any]) -> str:
+    """One epoch's row as the log line a person reads."""
+    text = (f"loss {row['loss']:.4f}, train accuracy {row['train_accuracy']:.4f} ({row['seconds']:.0f} s"
+            + (f", greedy search {row['greedy_search_seconds']:.0f} s)" if row["greedy_search_seconds"] else ")"))
+    if "val_clean_accuracy" in row:
+        text += f"; held out: clean {row['val_clean_accuracy']:.4f} of {row['val_images']}"
+        if row["val_certified_images"]:
+            text += (f", one-round agreement {row['val_one_round_agreement']:.4f}, certified {row['val_certified_accuracy']:.4f} "
+                     f"of {row['val_certified_images']}")
+        text += f" ({row['val_seconds']:.0f} s)"
+    return text

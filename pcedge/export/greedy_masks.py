@@ -23,7 +23,10 @@ from ..util.optional import require
 torch = require("torch", "greedy masks")
 
 SEARCH_IMAGES = 1024
-"""Masked images per forward pass of the search (bounds its memory: 1024 x 3 x 224 x 224 float32 is 0.6 GB)."""
+"""Masked images per forward pass of the search at most (small images: larger calls were slower on CPUs)."""
+SEARCH_PIXELS = 1 << 23
+"""...and at most this many pixels per call: 167 views at 224 x 224. Measured on Lite0: 1024 views per call peaked at
+6.0 GB of RSS (the activations of the first layers); see benchmarks/RESULTS.md."""
 
 
 def worst_two_masks(model: Any, images: Any, labels: Any, keep: Any, *, autocast: Any = None) -> Any:
@@ -46,7 +49,7 @@ def worst_two_masks(model: Any, images: Any, labels: Any, keep: Any, *, autocast
 def _view_losses(model: Any, images: Any, labels: Any, keep: Any, first: Any, autocast: Any) -> Any:
     """(N, K) cross-entropy of each image under each mask k (with ``first[i]`` applied too, when given), in chunks."""
     n, k = len(images), keep.shape[0]
-    per_chunk = max(1, SEARCH_IMAGES // k)
+    per_chunk = max(1, views_per_call(keep.shape[-2:]) // k)
     losses = torch.empty((n, k), device=images.device)
     for start in range(0, n, per_chunk):
         x = images[start : start + per_chunk]
@@ -57,6 +60,11 @@ def _view_losses(model: Any, images: Any, labels: Any, keep: Any, first: Any, au
             logits = model(views)
         losses[start : start + per_chunk] = torch.nn.functional.cross_entropy(logits.float(), target, reduction="none").view(-1, k)
     return losses
+
+
+def views_per_call(size: tuple[int, int]) -> int:
+    """Masked images one forward pass may take: ``SEARCH_IMAGES``, fewer for large images (``SEARCH_PIXELS``)."""
+    return min(SEARCH_IMAGES, max(1, SEARCH_PIXELS // (size[0] * size[1])))
 
 
 def apply_mask_pairs(images: Any, pairs: Any, keep: Any) -> Any:

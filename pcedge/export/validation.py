@@ -18,10 +18,9 @@ import numpy as np
 
 from ..defense import certification_pairs
 from ..util.optional import require
+from .greedy_masks import views_per_call
 
 torch = require("torch", "validation")
-
-VIEWS_PER_CALL = 1024  # two-mask views per forward pass
 
 
 def validate(model: Any, batches: Iterable[tuple[Any, Any, Any]], keep: Any, *, certify_limit: int, device: Any,
@@ -56,14 +55,14 @@ def validate(model: Any, batches: Iterable[tuple[Any, Any, Any]], keep: Any, *, 
 
 
 def _view_labels(model: Any, images: Any, pair_keep: Any, autocast: Any) -> Any:
-    """(N, P) labels of each image under each two-mask view of ``pair_keep``: as many whole images per forward pass as
-    fit ``VIEWS_PER_CALL`` views (at least one: K = 36 is 666 views)."""
+    """(N, P) labels of each image under each two-mask view of ``pair_keep``, in forward passes of at most as many views
+    as the greedy search takes (``views_per_call``: 1024 small images, 167 at 224 x 224)."""
     p = pair_keep.shape[0]
-    per_call = max(1, VIEWS_PER_CALL // p)
-    out = torch.empty((len(images), p), dtype=torch.long, device=images.device)
-    for start in range(0, len(images), per_call):
-        x = images[start : start + per_call]
-        views = (x.unsqueeze(1) * pair_keep.unsqueeze(0).unsqueeze(2).to(x.dtype)).flatten(0, 1)
+    per_call = views_per_call(pair_keep.shape[-2:])
+    out = torch.empty(len(images) * p, dtype=torch.long, device=images.device)  # (image, view) pairs, row-major
+    for start in range(0, len(out), per_call):
+        index = torch.arange(start, min(start + per_call, len(out)), device=images.device)
+        views = images[index // p] * pair_keep[index % p].unsqueeze(1).to(images.dtype)
         with autocast() if autocast else contextlib.nullcontext():
-            out[start : start + per_call] = model(views).argmax(1).view(len(x), p)
-    return out
+            out[start : start + len(index)] = model(views).argmax(1)
+    return out.view(len(images), p)

@@ -38,6 +38,7 @@ def train_labelled(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, config: Any, processes: Any) -> int:
     from ..evaluation.datasets import load_dataset
+    from ..evaluation.shards import selection_sha256
     from ..export import export_onnx, load_model, training_state
     from ..export.trainer import Trainer
     from ..export.training_data import TrainingImages, default_workers, split_held_out
@@ -63,9 +64,8 @@ def _train(args: argparse.Namespace, config: Any, processes: Any) -> int:
     config = replace(config, workers=default_workers(dataset) if args.workers is None else args.workers)
     train_images = TrainingImages(dataset, spec, train_positions, augment=config.augment, seed=config.seed)
     val_images = TrainingImages(val_set, spec, val_positions) if len(val_positions) else None
-    data = {"train": dataset.identity, "train_positions": training_state.positions_sha256(train_positions),
-            "validation": val_set.identity if val_images else None,
-            "validation_positions": training_state.positions_sha256(val_positions)}
+    data = {"train": dataset.identity, "train_positions": selection_sha256(train_positions),
+            "validation": val_set.identity if val_images else None, "validation_positions": selection_sha256(val_positions)}
     identity = training_state.run_identity(loaded.module, mask_set, spec, data, asdict(config))
     trainer = Trainer(loaded.module, mask_set, config, train_images, val_images, processes, identity=identity, cache_size=len(dataset))
     if args.resume:

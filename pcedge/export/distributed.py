@@ -10,13 +10,13 @@ world of one, with no process group at all.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
 from ..util.optional import require
+from .training_state import weights_sha256
 
 torch = require("torch", "fine-tuning")
 
@@ -70,12 +70,8 @@ class Processes:
         """True when every rank holds bit-identical weights and buffers (DDP's promise, checked after each epoch)."""
         if not self.distributed:
             return True
-        digest = hashlib.sha256()
-        for name, tensor in sorted(module.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         gathered: list[Any] = [None] * self.world
-        torch.distributed.all_gather_object(gathered, digest.hexdigest())
+        torch.distributed.all_gather_object(gathered, weights_sha256(module))
         return len(set(gathered)) == 1
 
     def close(self) -> None:

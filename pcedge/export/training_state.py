@@ -15,8 +15,6 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import ConfigError
 from ..util.files import writing
 from ..util.optional import require
@@ -47,10 +45,6 @@ def run_identity(module: Any, mask_set: Any, spec: Any, data: dict[str, Any], co
     return {"architecture": architecture_sha256(module), "initial_weights": weights_sha256(module), "mask_set": mask_set.to_dict(),
             "preprocess": spec.to_metadata(), "data": data,
             "settings": {k: v for k, v in config.items() if k not in RESUMABLE_CHANGES}}
-
-
-def positions_sha256(positions: np.ndarray) -> str:
-    return hashlib.sha256(np.asarray(positions, np.int64).tobytes()).hexdigest()[:16]
 
 
 def save(path: str | Path, state: dict[str, Any]) -> None:

@@ -14,7 +14,9 @@ how pcedge quantizes:
 - **The deployed model sees masked images**, so calibration uses the runtime's own writer to produce
   unmasked, one-mask and two-mask images of each calibration frame, and the agreement with the FP32
   model is measured on one-mask and two-mask images of frames held out from calibration. Below
-  ``min_agreement`` the model is not written (``force`` writes it anyway, with a warning).
+  ``min_agreement`` the model is not written (``force`` writes it anyway, with a warning). That gate
+  (:func:`gate_agreement`, its report and its record) is every reduced precision's: OpenVINO's BF16 and
+  FP16 pass it too (:mod:`pcedge.export.openvino_precision`).
 
 A quantized model is a different model: certify it (``pcedge certify``) on the CPU family that will
 run it. The scheme, the quantizing machine's INT8-relevant CPU flags and the agreement are recorded in

@@ -1,8 +1,8 @@
 """Backend names, their order for ``auto``, and the one place an engine is chosen and created.
 
 ``auto`` tries TensorRT, then ONNX Runtime CUDA, then the CPU: ONNX Runtime, or OpenVINO where it is installed and
-this machine's latency curves (the cached measurement the second round's schedule uses) say it runs the one-mask
-round faster (by :data:`OPENVINO_MARGIN` at least); that choice is said once, with both times. A backend that is not
+this machine's latency curves (the cached measurement the second round's schedule uses) say it classifies an image
+faster (by :data:`OPENVINO_MARGIN` at least); that choice is said once, with both times. A backend that is not
 installed or cannot start is skipped (the reasons at debug level, ``-v``); the engine that runs says which it is
 (``describe()``), the commands print it once, and the driver records it in every result, so a fallback is never
 silent. A backend named explicitly that cannot run is an error.
@@ -24,9 +24,9 @@ MODEL_FILE_BACKENDS = ("auto", "tensorrt", "ort-trt", "ort-cuda", "ort", "openvi
 BACKENDS = (*MODEL_FILE_BACKENDS, "torch")
 AUTO_ORDER = ("tensorrt", "ort-cuda", "ort")
 OPENVINO_MARGIN = 0.05
-"""``auto`` takes OpenVINO over ONNX Runtime on a CPU only when its one-mask round is measured at least this much
-faster: two engines at parity swap places from one measurement to the next on a shared machine (benchmarks/RESULTS.md,
-"Issue 40"), and ONNX Runtime is the path every other part of pcedge is tested on."""
+"""``auto`` takes OpenVINO over ONNX Runtime on a CPU only when its time per image is measured at least this much
+shorter: two engines at parity swap places from one measurement to the next (benchmarks/RESULTS.md, "Issue 40"), and
+ONNX Runtime is the path every other part of pcedge is tested on."""
 
 
 def resolve_backends(name: str) -> tuple[str, ...]:
@@ -108,10 +108,10 @@ def faster_cpu_engine(ort_engine: Engine, model_path: str | Path, *, num_masks: 
         candidate.deactivate()
         log.warning("auto: cannot compare OpenVINO with ONNX Runtime here (%s); ONNX Runtime runs", exc)
         return ort_engine
-    ort_ms, ov_ms = ort_curve.cost_ms(num_masks), ov_curve.cost_ms(num_masks)
+    ort_ms, ov_ms = ort_curve.ms_per_image(), ov_curve.ms_per_image()
     chosen, other = (candidate, ort_engine) if ov_ms <= (1 - OPENVINO_MARGIN) * ort_ms else (ort_engine, candidate)
-    log.info("auto: %s; the one-mask round (%d images) takes %.1f ms on %s and %.1f ms on %s on this machine (measured once, "
-             "cached)%s", chosen.describe(), num_masks, ov_ms, candidate.describe(), ort_ms, ort_engine.describe(),
+    log.info("auto: %s; an image takes %.2f ms on %s and %.2f ms on %s on this machine (batches 1 to %d, measured once, "
+             "cached)%s", chosen.describe(), ov_ms, candidate.describe(), ort_ms, ort_engine.describe(), largest,
              "" if chosen is candidate else f"; OpenVINO is taken only when {100 * OPENVINO_MARGIN:.0f}% faster or more")
     other.deactivate()
     return chosen

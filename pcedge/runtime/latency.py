@@ -57,6 +57,11 @@ class LatencyCurve:
             return float(t[-1] + max(slope, 0.0) * (batch - b[-1]))
         return float(np.interp(batch, b, t))
 
+    def ms_per_image(self) -> float:
+        """Milliseconds per image over every measured call together (one number from all of the curve's medians: what
+        comparing two engines rests on, rather than one batch size's)."""
+        return float(sum(self.ms) / sum(self.batches))
+
     def describe(self) -> str:
         return ", ".join(f"b{b} {t:.1f} ms ({t / b:.2f}/img)" for b, t in zip(self.batches, self.ms))
 
@@ -91,21 +96,21 @@ def measure_latency_curve(engine: Engine, largest: int, *, repeats: int = 3) -> 
 
 
 def measure_latency_curves(engines: Sequence[Engine], largest: int, *, repeats: int = 3) -> list[LatencyCurve]:
-    """:func:`measure_latency_curve` for several engines, their calls interleaved batch by batch and repeat by repeat,
-    so that a machine whose speed drifts (other work on shared cores) biases none of them against another."""
+    """:func:`measure_latency_curve` for several engines, interleaved batch size by batch size (each engine's warm-up call
+    and repeats at one size, then the next engine's), so that a machine whose speed drifts (other work on shared cores)
+    biases none of them against another, and one engine's threads, still spinning after its last call, never slow the
+    other's timed calls (the warm-up call absorbs them)."""
     batches = curve_batches(min([largest] + [engine.max_batch for engine in engines]))
     times: list[list[float]] = [[] for _ in engines]
     for b in batches:
-        for engine in engines:
+        for engine, curve in zip(engines, times):
             engine.infer(b)  # warm-up: first calls at a new shape allocate
-        samples: list[list[float]] = [[] for _ in engines]
-        for _ in range(max(1, repeats)):
-            for engine, mine in zip(engines, samples):
+            samples = []
+            for _ in range(max(1, repeats)):
                 start = time.perf_counter()
                 engine.infer(b)
-                mine.append((time.perf_counter() - start) * 1e3)
-        for mine, curve in zip(samples, times):
-            curve.append(float(np.median(mine)))
+                samples.append((time.perf_counter() - start) * 1e3)
+            curve.append(float(np.median(samples)))
     return [LatencyCurve(batches, tuple(curve)) for curve in times]
 
 

@@ -2,8 +2,8 @@
 
 The input buffer is a host numpy array the C++ writer fills in place; OpenVINO reads it without a copy
 (``share_inputs``), and copies it to the device itself where the device is a GPU or an NPU. The model's batch
-axis is bounded to 1..max_batch before compiling: OpenVINO's CPU plugin runs an unbounded dynamic batch up to
-2.5x slower than a bounded one (measured, benchmarks/RESULTS.md "Issue 40").
+axis is bounded to 1..max_batch before compiling, as OpenVINO recommends for dynamic shapes (it plans memory for
+the largest; measured no slower than unbounded, benchmarks/RESULTS.md "Issue 40").
 
 **Precision is explicit.** OpenVINO's CPU plugin computes in BF16 by default on CPUs with AMX or AVX-512 BF16,
 which changes labels whose margin is small (on masked images of a model not fine-tuned with masks, often). This

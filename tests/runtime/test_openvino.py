@@ -90,7 +90,7 @@ def test_a_model_without_a_dynamic_batch_is_refused(tmp_path):
 def test_lite0_masked_labels_equal_onnx_runtime_fp32_where_the_margin_is_above_noise(lite0_onnx):
     """One- and two-mask images of real photos, as the defense's two rounds classify them."""
     spec = read_spec(lite0_onnx)
-    one, two = held_out_images(camera_frames(3), spec, MaskSpec().build(spec.input_size))
+    one, two = held_out_images(camera_frames(2), spec, MaskSpec().build(spec.input_size))
     images = np.concatenate([one, two])
     with OpenVinoEngine(lite0_onnx, max_batch=36) as engine:
         labels = engine_labels(engine, images)

@@ -15,6 +15,7 @@ import sys
 from typing import Sequence
 
 from ..errors import ConfigError, PcedgeError
+from ..util.redact import redact
 from ..util.logsetup import configure_logging
 from .options import EXIT_CODES, Formatter
 
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PcedgeError as exc:
         if args.debug:
             raise
-        print(f"pcedge {args.command}: error: {exc}", file=sys.stderr)
+        print(f"pcedge {args.command}: error: {redact(str(exc))}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

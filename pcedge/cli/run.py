@@ -9,7 +9,10 @@ import sys
 from ..alarm import DEFAULT_WINDOW, parse_window
 from ..errors import ConfigError
 from ..site.build import SiteOptions, check_site
+from ..site.endpoints import parse_broker
 from ..util.files import write_json
+from ..util.redact import redact
+from ..util.secrets import resolve_secret, warn_visible
 from ..util.signals import stop_on_signals
 from .options import EXIT_CODES, add_engine_options, announce_engine, defended_model_from_args, non_negative_int, positive_int
 
@@ -18,14 +21,15 @@ log = logging.getLogger("pcedge")
 
 def run(args: argparse.Namespace) -> int:
     from ..site.build import site_sinks
-    from ..video import RunOptions, SourceOptions
+    from ..video import RunOptions, SourceOptions, parse_streams
     from ..video import run as run_streams
     from ..video.outputs import display_available
     from ..video.summary import format_many, format_summary, run_failures
 
     parse_window(args.alarm)  # refuse a bad --alarm before loading the model
+    parse_streams(args.source)  # and two streams that would share a name
     site = site_options_from_args(args)
-    check_site(site)  # refuse a bad URL, port or missing token before loading the model
+    check_site(site)  # and a bad URL, port, secret, events folder or a missing token
     if args.show_undefended and isinstance(args.model, str):
         raise ConfigError("--show-undefended needs a local model file (one extra plain inference per frame), not a triton:// model")
     source_options = SourceOptions(width=args.width, height=args.height, fps=args.rate, codec=args.codec, loop=args.loop,
@@ -53,16 +57,24 @@ def run(args: argparse.Namespace) -> int:
         return 128 + received[0]  # 130 after SIGINT, 143 after SIGTERM: the recording and summary are complete
     failures = run_failures(summary)
     for reason in failures:
-        print(f"pcedge run: error: {reason}", file=sys.stderr)
+        print(f"pcedge run: error: {redact(reason)}", file=sys.stderr)
     return 1 if failures else 0  # a lost camera among others is reported in the table; the others kept running
 
 
 def site_options_from_args(args: argparse.Namespace) -> SiteOptions:
-    return SiteOptions(mqtt=args.mqtt, mqtt_prefix=args.mqtt_prefix, mqtt_client_id=args.mqtt_client_id,
-                       mqtt_discovery=args.mqtt_discovery, stats_interval_s=args.stats_interval, webhooks=args.webhook,
-                       webhook_secret=args.webhook_secret, metrics=args.metrics, web=args.web, web_token=args.web_token,
-                       events=args.events, clip_seconds=args.clip_seconds, events_keep=args.events_keep,
-                       events_max_mb=args.events_max_mb)
+    """The site flags, with each secret read from its file or the environment when not typed (see util.secrets)."""
+    if args.mqtt and parse_broker(args.mqtt).password:
+        warn_visible("a password in --mqtt's URL", "use --mqtt-password-file (or $PCEDGE_MQTT_PASSWORD) and mqtt://user@host")
+    return SiteOptions(
+        mqtt=args.mqtt, mqtt_password=resolve_secret(value=None, file=args.mqtt_password_file, env="PCEDGE_MQTT_PASSWORD",
+                                                     flag="--mqtt-password"),
+        mqtt_prefix=args.mqtt_prefix, mqtt_client_id=args.mqtt_client_id, mqtt_discovery=args.mqtt_discovery,
+        stats_interval_s=args.stats_interval, webhooks=args.webhook,
+        webhook_secret=resolve_secret(value=args.webhook_secret, file=args.webhook_secret_file, env="PCEDGE_WEBHOOK_SECRET",
+                                      flag="--webhook-secret"),
+        metrics=args.metrics, web=args.web, web_hosts=args.web_host,
+        web_token=resolve_secret(value=args.web_token, file=args.web_token_file, env="PCEDGE_WEB_TOKEN", flag="--web-token"),
+        events=args.events, clip_seconds=args.clip_seconds, events_keep=args.events_keep, events_max_mb=args.events_max_mb)
 
 
 PARSER = dict(
@@ -127,20 +139,35 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 
     site = p.add_argument_group("the site: alarm events, metrics, live view (each off unless given; none can slow the defense)")
-    site.add_argument("--mqtt", metavar="URL", help="publish to this broker: mqtt://[user:password@]host[:port], mqtts:// for TLS")
+    site.add_argument("--mqtt", metavar="URL", help="publish to this broker: mqtt://[user@]host[:port], mqtts:// for TLS")
+    site.add_argument("--mqtt-password-file", metavar="FILE|NAME",
+                      help="the broker password: a file, or a credential NAME ($CREDENTIALS_DIRECTORY, /run/secrets); or set "
+                           "PCEDGE_MQTT_PASSWORD")
     site.add_argument("--mqtt-prefix", default="pcedge", help="topic prefix: PREFIX/available, PREFIX/<camera>/alarm, PREFIX/events")
-    site.add_argument("--mqtt-client-id", default="", help="MQTT client id (default: pcedge-PREFIX)")
-    site.add_argument("--mqtt-discovery", action="store_true", help="announce each camera's alarm and FPS to Home Assistant")
+    site.add_argument("--mqtt-client-id", default="",
+                      help="MQTT client id and Home Assistant node (default: one unique per machine and run, node = this "
+                           "machine's name)")
+    site.add_argument("--mqtt-discovery", action="store_true",
+                      help="announce each camera to Home Assistant (alarm, level, state, snapshot, episodes, FPS, latency, drops)")
     site.add_argument("--stats-interval", type=float, default=60.0, help="seconds between PREFIX/stats messages (0: none)")
     site.add_argument("--webhook", action="append", default=[], metavar="URL",
                       help="POST a JSON body when an alarm episode begins and ends (repeatable)")
-    site.add_argument("--webhook-secret", default="", help="sign webhook bodies: X-Pcedge-Signature: sha256=HMAC-SHA256(body)")
+    site.add_argument("--webhook-secret", default="", help="sign webhook bodies: X-Pcedge-Timestamp: T and X-Pcedge-Signature: "
+                                                            "sha256=HMAC-SHA256(\"T.body\") (visible in ps: prefer the file)")
+    site.add_argument("--webhook-secret-file", metavar="FILE|NAME",
+                      help="the webhook secret from a file or credential NAME; or set PCEDGE_WEBHOOK_SECRET")
     site.add_argument("--metrics", metavar="[HOST:]PORT", help="Prometheus metrics at /metrics (127.0.0.1 unless a host is given)")
     site.add_argument("--web", metavar="[HOST:]PORT", help="the live view: every camera's annotated stream, alarms first, recent "
                                                             "episodes (127.0.0.1 unless a host is given)")
     site.add_argument("--web-token", default="", help="a token every --web and --metrics request must carry (Authorization: Bearer, "
-                                                      "or ?token=); required to listen on another address than loopback")
-    site.add_argument("--events", metavar="DIR", help="write each alarm episode here: snapshot, clip, JSON record")
+                                                      "or ?token=); required to listen on another address than loopback "
+                                                      "(visible in ps: prefer the file)")
+    site.add_argument("--web-token-file", metavar="FILE|NAME", help="the web token from a file or credential NAME; or set PCEDGE_WEB_TOKEN")
+    site.add_argument("--web-host", action="append", default=[], metavar="NAME",
+                      help="a name (besides localhost and the listening address) the web view and metrics answer to without "
+                           "a token, e.g. the machine's name in a reverse proxy's Host header (repeatable)")
+    site.add_argument("--events", metavar="DIR", help="write each alarm episode here: snapshot, clip, JSON record (a new or empty "
+                                                       "folder, which pcedge marks as its own; retention deletes only its episodes)")
     site.add_argument("--clip-seconds", type=float, default=5.0, help="seconds of clip before and after an alarm (0: no clip)")
     site.add_argument("--events-keep", type=positive_int, default=1000, help="episodes kept in --events DIR (oldest go first)")
     site.add_argument("--events-max-mb", type=float, default=2048.0, help="megabytes kept in --events DIR (oldest go first)")

@@ -6,11 +6,14 @@ names the episode's files, which the events carry), then MQTT and webhooks, metr
 
 from __future__ import annotations
 
+import socket
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .endpoints import BrokerAddress, is_loopback, parse_broker, parse_listen, parse_webhook
+from ..util.redact import redact_url
+from .endpoints import BrokerAddress, allowed_hosts, is_loopback, parse_broker, parse_listen, parse_webhook
 
 if TYPE_CHECKING:  # the command line imports this module to check flags; OpenCV (under video) waits until a run
     from ..video.sinks import Sink
@@ -18,19 +21,22 @@ if TYPE_CHECKING:  # the command line imports this module to check flags; OpenCV
 
 @dataclass
 class SiteOptions:
-    """What the site hears and sees (every field off by default)."""
+    """What the site hears and sees (every field off by default). Secrets are resolved values (see
+    :mod:`pcedge.util.secrets`) and never shown by ``repr``."""
 
-    mqtt: str | None = None
+    mqtt: str | None = field(default=None, repr=False)  # the URL may hold a password
+    mqtt_password: str = field(default="", repr=False)  # overrides the URL's
     mqtt_prefix: str = "pcedge"
     mqtt_client_id: str = ""
     mqtt_discovery: bool = False
     stats_interval_s: float = 60.0
-    webhooks: list[str] = field(default_factory=list)
-    webhook_secret: str = ""
+    webhooks: list[str] = field(default_factory=list, repr=False)  # a webhook's path is often its secret
+    webhook_secret: str = field(default="", repr=False)
     webhook_timeout_s: float = 5.0
     metrics: str | None = None
     web: str | None = None
-    web_token: str = ""
+    web_token: str = field(default="", repr=False)
+    web_hosts: list[str] = field(default_factory=list)  # names besides loopback the web view and metrics answer to
     events: str | None = None
     clip_seconds: float = 5.0
     events_keep: int = 1000
@@ -49,8 +55,11 @@ class CheckedSite:
 
 
 def check_site(options: SiteOptions) -> CheckedSite:
-    """Every flag's value, refused with the flag's name when it cannot work (before the model loads)."""
+    """Every flag's value, refused with the flag's name when it cannot work (before the model loads); claims the
+    ``--events`` folder (:func:`pcedge.site.events_folder.claim`)."""
     broker = parse_broker(options.mqtt) if options.mqtt else None
+    if broker is not None and options.mqtt_password:
+        broker = broker.with_password(options.mqtt_password)
     for url in options.webhooks:
         parse_webhook(url)
     if options.webhook_secret and not options.webhooks:
@@ -67,17 +76,44 @@ def check_site(options: SiteOptions) -> CheckedSite:
         raise ConfigError(f"--mqtt-prefix {options.mqtt_prefix!r}: a topic level without '#', '+' or emptiness, e.g. pcedge")
     if options.clip_seconds < 0 or options.events_keep < 1 or options.events_max_mb <= 0 or options.stats_interval_s < 0:
         raise ConfigError("--clip-seconds and --stats-interval must be >= 0, --events-keep >= 1 and --events-max-mb > 0")
+    if options.events:
+        from .events_folder import claim
+
+        claim(options.events)
     return CheckedSite(broker, listens.get("--metrics"), listens.get("--web"))
+
+
+def webhook_names(urls: list[str]) -> list[str]:
+    """Each receiver's name in logs, the summary and metrics: its URL without path (often the secret) or credentials,
+    numbered where two share a host."""
+    shown = [f"webhook {redact_url(url, path=False)}" for url in urls]
+    repeated = Counter(shown)
+    seen: Counter[str] = Counter()
+    names = []
+    for name in shown:
+        seen[name] += 1
+        names.append(f"{name} #{seen[name]}" if repeated[name] > 1 else name)
+    return names
+
+
+def live_view_url(web: tuple[str, int] | None) -> str | None:
+    """The live view's address as other machines see it (Home Assistant's link to it), when it is on."""
+    if web is None:
+        return None
+    host, port = web
+    shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+    return f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/"
 
 
 def site_sinks(options: SiteOptions, model: Any, *, show_masks: bool = True) -> list["Sink"]:
     """The sinks, built and (for servers) listening; [] when no site flag was given."""
     if not options.any:
         return []
-    from .episodes import EpisodeBook, overlay_annotator
+    from ..video.sinks import annotator
+    from .episodes import EpisodeBook
 
     checked = check_site(options)
-    book = EpisodeBook(overlay_annotator(model, show_masks))
+    book = EpisodeBook(annotator(model, show_masks))
     sinks: list["Sink"] = [book]
     publishers: list["Sink"] = []
     if options.events:
@@ -89,18 +125,21 @@ def site_sinks(options: SiteOptions, model: Any, *, show_masks: bool = True) -> 
         from .mqtt import MqttPublisher
 
         publishers.append(MqttPublisher(checked.broker, book, prefix=options.mqtt_prefix, client_id=options.mqtt_client_id,
-                                        discovery=options.mqtt_discovery, stats_interval_s=options.stats_interval_s))
-    for url in options.webhooks:
+                                        discovery=options.mqtt_discovery, stats_interval_s=options.stats_interval_s,
+                                        configuration_url=live_view_url(checked.web)))
+    for url, name in zip(options.webhooks, webhook_names(options.webhooks)):
         from .webhooks import WebhookPublisher
 
-        publishers.append(WebhookPublisher(url, book, secret=options.webhook_secret, timeout_s=options.webhook_timeout_s))
+        publishers.append(WebhookPublisher(url, book, secret=options.webhook_secret, timeout_s=options.webhook_timeout_s, name=name))
     sinks += publishers  # the recorder first among them: it names the files the others' events carry
     if checked.metrics:
         from .metrics import MetricsSink
 
-        sinks.append(MetricsSink(*checked.metrics, token=options.web_token, publishers=publishers))
+        sinks.append(MetricsSink(*checked.metrics, token=options.web_token, publishers=publishers,
+                                 hosts=allowed_hosts(checked.metrics[0], options.web_hosts)))
     if checked.web:
         from .web import LiveView
 
-        sinks.append(LiveView(*checked.web, book, book.annotate, token=options.web_token))
+        sinks.append(LiveView(*checked.web, book, book.annotate, token=options.web_token,
+                              hosts=allowed_hosts(checked.web[0], options.web_hosts)))
     return sinks

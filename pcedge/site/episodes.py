@@ -1,4 +1,5 @@
-"""Alarm episodes: from the moment a stream's k-of-n alarm rises to the moment it clears (or the stream ends).
+"""Alarm episodes: from the moment a stream's k-of-n alarm rises to the moment it clears (or the stream goes away:
+stalled, reconnecting, ended or failed; :mod:`pcedge.video.loop` clears the alarm then).
 
 One :class:`EpisodeBook` per run keeps every stream's open episode and gives each one id, the same on MQTT,
 webhooks, the live view and disk. It is a sink placed before the publishers in the chain: for each delivery it
@@ -10,6 +11,7 @@ episode), and the frame is released then.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter, deque
@@ -21,16 +23,15 @@ import numpy as np
 
 from ..alarm import LEVELS
 from ..video.loop import Defended, Stream, StreamEvent
-from ..video.overlay import draw_overlay
 from ..video.sinks import Sink
 
 RECENT = 50  # episodes the book remembers for the live view and /api/events
+EPISODE_ID = re.compile(r"(?P<start>\d{9,11}\.\d{6})-(?P<camera>[a-z0-9_-]+)")
+"""An episode id: its start (Unix seconds, microseconds) and its camera's slug; the name of its folder on disk."""
 
 
-def camera_slug(name: str) -> str:
-    """A stream name as it appears in topics, URLs and folders: lowercase letters, digits, '-' and '_'."""
-    slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name.lower()).strip("_")
-    return slug or "camera"
+def episode_id(start_time: float, camera: str) -> str:
+    return f"{start_time:.6f}-{camera}"
 
 
 @dataclass
@@ -109,7 +110,7 @@ class EpisodeBook(Sink):
 
     def event(self, event: StreamEvent) -> None:
         found = None
-        if event.kind == "ended" and event.stream.index in self.open:
+        if event.kind == "alarm_cleared" and event.stream.index in self.open:  # the stream went away with its alarm up
             found = Transition("end", self._end(event.stream))
         self._current = (event, found)
 
@@ -126,8 +127,8 @@ class EpisodeBook(Sink):
 
     def _begin(self, item: Defended) -> Episode:
         now, result = time.time(), item.result
-        camera = camera_slug(item.stream.name)
-        episode = Episode(f"{now:.6f}-{camera}", camera, item.stream.index, now, result.label, result.class_name, result.level,
+        camera = item.stream.slug
+        episode = Episode(episode_id(now, camera), camera, item.stream.index, now, result.label, result.class_name, result.level,
                           list(result.disagreers), item, self.annotate)
         self.open[item.stream.index] = episode
         with self._lock:
@@ -140,12 +141,3 @@ class EpisodeBook(Sink):
         episode.snapshot()  # usually encoded already by a publisher; else now (once per episode), freeing the frame
         return episode
 
-
-def overlay_annotator(model: Any, show_masks: bool = True) -> Callable[[Defended], np.ndarray]:
-    """The overlay ``pcedge run`` records, as a function of a delivery (for snapshots and clips)."""
-    def annotate(item: Defended) -> np.ndarray:
-        undefended = None if item.undefended is None else model.class_name(item.undefended)
-        return draw_overlay(item.frame.image, item.result, fps=item.stream.stats.fps, undefended=undefended,
-                            mask_set=model.mask_set if show_masks else None, spec=model.spec)
-
-    return annotate

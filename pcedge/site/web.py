@@ -9,8 +9,10 @@ would bring uvicorn, starlette and pydantic for the same few routes).
 
 The loop only stores a reference to each camera's newest defended frame. Frames are drawn and encoded only
 while someone watches, at most ``fps_cap`` times a second per camera (shared by every watcher), in worker
-threads. Nothing in the view changes the run. Bound to a non-loopback address, every route but ``/healthz``
-needs the token: ``Authorization: Bearer TOKEN``, or ``?token=TOKEN`` (what an ``<img>`` can send).
+threads. Nothing in the view changes the run. With a token (required to listen beyond loopback), every route but
+``/healthz`` needs it: ``Authorization: Bearer TOKEN``, or ``?token=TOKEN`` (what an ``<img>`` can send). Without
+one, a request must name this machine (``Host``, and ``Origin`` when a browser sends one) by one of ``hosts``, so a
+web page elsewhere whose name resolves to 127.0.0.1 (DNS rebinding) cannot read the cameras.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from ..errors import ConfigError
 from ..util.optional import require
 from ..video.loop import Defended, Stream
 from ..video.sinks import Sink
-from .endpoints import token_ok
-from .episodes import EpisodeBook, camera_slug
-from .stats import camera_stats
+from ..video.status import site_status
+from .endpoints import LOOPBACK_NAMES, host_allowed, token_ok
+from .episodes import EpisodeBook
 
 log = logging.getLogger("pcedge.site")
 PAGE = Path(__file__).resolve().parent / "static" / "index.html"
@@ -44,9 +46,9 @@ class LiveView(Sink):
     name = "live view"
 
     def __init__(self, host: str, port: int, book: EpisodeBook, annotate: Callable[[Defended], np.ndarray], *, token: str = "",
-                 fps_cap: float = 5.0, quality: int = 75) -> None:
+                 hosts: frozenset[str] = frozenset(LOOPBACK_NAMES), fps_cap: float = 5.0, quality: int = 75) -> None:
         self._web = require("aiohttp.web", "--web")
-        self.host, self.port, self.book, self.annotate, self.token = host, port, book, annotate, token
+        self.host, self.port, self.book, self.annotate, self.token, self.hosts = host, port, book, annotate, token, hosts
         self.fps_cap, self.quality = fps_cap, quality
         self.encoded = 0  # JPEGs made for watchers (0 while nobody watches)
         self._streams: list[Stream] = []
@@ -61,7 +63,7 @@ class LiveView(Sink):
     # ------------------------------------------------------------------------------- the stream loop's side
     def start(self, streams: Sequence[Stream]) -> None:
         self._streams = list(streams)
-        self._cameras = {camera_slug(s.name): s for s in streams}
+        self._cameras = {s.slug: s for s in streams}
         ready, failure = threading.Event(), []
         self._thread = threading.Thread(target=self._serve, args=(ready, failure), name="pcedge-web", daemon=True)
         self._thread.start()
@@ -71,7 +73,7 @@ class LiveView(Sink):
         log.info("live view: http://%s:%d/%s", self.host, self.port, "?token=..." if self.token else "")
 
     def frame(self, item: Defended) -> None:
-        camera = camera_slug(item.stream.name)
+        camera = item.stream.slug
         self._latest[camera] = item
         self._seq[camera] = self._seq.get(camera, 0) + 1
 
@@ -92,7 +94,7 @@ class LiveView(Sink):
         async def auth(request: Any, handler: Any) -> Any:
             return await self._auth(request, handler)
 
-        app = web.Application(middlewares=[auth] if self.token else [])
+        app = web.Application(middlewares=[auth])
         app.add_routes([web.get("/", self._page), web.get("/healthz", self._health), web.get("/api/stats", self._stats),
                         web.get("/api/events", self._events), web.get("/api/events/{id}/snapshot.jpg", self._snapshot),
                         web.get("/api/{camera}/latest.jpg", self._latest_jpeg), web.get("/api/{camera}/mjpeg", self._mjpeg)])
@@ -112,20 +114,25 @@ class LiveView(Sink):
         loop.close()
 
     async def _auth(self, request: Any, handler: Any) -> Any:
-        if request.path == "/healthz" or token_ok(self.token, request.headers.get("Authorization"), request.query.get("token")):
+        """The token when there is one (``/healthz`` is open); else the request must name this machine."""
+        if self.token:
+            if request.path == "/healthz" or token_ok(self.token, request.headers.get("Authorization"), request.query.get("token")):
+                return await handler(request)
+            raise self._web.HTTPUnauthorized(text="401: a token is required (Authorization: Bearer TOKEN, or ?token=TOKEN)\n",
+                                             headers={"WWW-Authenticate": "Bearer"})
+        if host_allowed(self.hosts, request.headers.get("Host"), request.headers.get("Origin")):
             return await handler(request)
-        raise self._web.HTTPUnauthorized(text="401: a token is required (Authorization: Bearer TOKEN, or ?token=TOKEN)\n",
-                                         headers={"WWW-Authenticate": "Bearer"})
+        raise self._web.HTTPForbidden(text=f"403: this server answers to {', '.join(sorted(self.hosts))} (add a name with --web-host)\n")
 
     async def _page(self, request: Any) -> Any:
         return self._web.Response(text=PAGE.read_text(encoding="utf-8"), content_type="text/html")
 
     async def _health(self, request: Any) -> Any:
-        running = sum(1 for s in self._streams if not s.end)
+        running = sum(1 for s in self._streams if s.state == "running")
         return self._web.json_response({"status": "ok", "cameras": len(self._streams), "running": running})
 
     async def _stats(self, request: Any) -> Any:
-        return self._web.json_response(camera_stats(self._streams))
+        return self._web.json_response(site_status(self._streams))
 
     async def _events(self, request: Any) -> Any:
         events = self.book.recent_events()

@@ -8,10 +8,10 @@ from ..util.optional import require
 
 require("cv2", "video sources, outputs and overlays")
 
-from .loop import Defended, Stream, StreamEvent, StreamLoop, StreamSpec, stream, stream_many
+from .loop import Defended, Stream, StreamEvent, StreamLoop, StreamSpec, parse_streams, stream, stream_many
 from .runner import RunOptions, run
 from .sinks import Sink
 from .sources import Frame, FrameSource, SourceOptions, open_source, parse_source
 
 __all__ = ["Defended", "Frame", "FrameSource", "RunOptions", "Sink", "SourceOptions", "Stream", "StreamEvent", "StreamLoop",
-           "StreamSpec", "open_source", "parse_source", "run", "stream", "stream_many"]
+           "StreamSpec", "open_source", "parse_source", "parse_streams", "run", "stream", "stream_many"]

@@ -16,6 +16,7 @@ import threading
 from typing import Callable
 
 from ..errors import PcedgeError
+from ..util.redact import redact
 from .base import Frame, FrameSource, SourceStats
 from .live import LiveSource
 from .sources import open_source
@@ -37,7 +38,7 @@ class Feed:
         self.owned = not isinstance(target, FrameSource)
         self.source: FrameSource | None = None if self.owned else target
         self.live = parse_source(target, options).live if self.owned else target.live
-        self.uri = str(target) if self.owned else target.description
+        self.uri = redact(str(target)) if self.owned else target.description  # shown until the source is open
         self._target = target
         self._cond = threading.Condition()
         self._slot: Frame | None = None  # the frame read ahead (files, and live sources without their own buffer)
@@ -55,7 +56,7 @@ class Feed:
             try:
                 self.source = open_source(self._target, self.options)
             except PcedgeError as exc:
-                self.stats.error = str(exc)
+                self.stats.error = redact(str(exc))
                 with self._cond:
                     self._reader_done = True
                 return
@@ -77,6 +78,17 @@ class Feed:
         if isinstance(source, LiveSource):
             return source.opened.is_set()
         return source is not None and not self.error
+
+    @property
+    def state(self) -> str:
+        """``starting``, ``running``, ``stalled``, ``reconnecting`` (live sources: :attr:`LiveSource.state`), ``ended``
+        or ``failed``."""
+        source = self.source
+        if isinstance(source, LiveSource):
+            return source.state
+        if self.ended:
+            return "failed" if self.error else "ended"
+        return "running" if self.opened else "starting"
 
     @property
     def description(self) -> str:
@@ -147,9 +159,9 @@ class Feed:
                 return
             self._read_ahead(self.source)
         except PcedgeError as exc:
-            self.stats.error = str(exc)
+            self.stats.error = redact(str(exc))
         except Exception as exc:  # noqa: BLE001 - a failing source (an OpenCV error, a bug in a custom one) ends its stream alone
-            self.stats.error = f"{self.description}: {type(exc).__name__}: {exc}"
+            self.stats.error = redact(f"{self.description}: {type(exc).__name__}: {exc}")
             log.error("%s", self.error, exc_info=log.isEnabledFor(logging.DEBUG))
         finally:
             with self._cond:

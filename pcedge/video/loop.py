@@ -5,8 +5,13 @@ A step takes, from every stream that is due, the frame to defend now (a camera's
 slow camera never holds the step longer), defends them together in one driver step
 (``model.predict_each``: engine calls shared, each result exactly what the frame alone would get), and hands
 out, per frame, a :class:`Defended` (with that stream's k-of-n alarm, the frame's age at decision) or a
-``frame_error`` event; and per stream its lifecycle as :class:`StreamEvent`s: ``opened``, ``gap`` (an
-outage), ``ended`` (with the reason: ``end``, ``max_frames``, ``lost``, ``failed``, ``stopped``).
+``frame_error`` event; and per stream its lifecycle as :class:`StreamEvent`s: ``opened``, ``state`` (each change of
+:attr:`Stream.state`), ``gap`` (an outage, once it is over), ``alarm_cleared`` (the stream went away with its alarm
+up), ``ended`` (with the reason: ``end``, ``max_frames``, ``lost``, ``failed``, ``stopped``).
+
+A stream that goes away (stalled, reconnecting, ended, failed) starts its alarm window afresh: frames from before a
+gap say nothing about the scene after it, and an alarm that was up clears then, so no alarm, episode or retained
+state outlives the frames that raised it.
 
 Failures stay in their stream: a camera that cannot open is retried like one that was lost, a file that
 cannot be read ends its stream, a frame the writer refuses is that frame's failure; only an engine failure
@@ -19,6 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
 
@@ -27,6 +33,7 @@ from ..errors import ConfigError
 from ..result import FrameFailure, Result
 from .base import Frame, FrameSource
 from .feeds import Feed
+from . import naming
 from .stats import StreamStats
 from .uri import SourceOptions
 
@@ -34,6 +41,10 @@ DEFAULT_GATHER_S = 0.005
 """How long a step waits for streams that have no frame yet once one stream has one (seconds)."""
 CLOSE_WAIT_S = 15.0
 """How long the loop waits at its end for sources to release their devices (a camera's close can wait on a read)."""
+STATES = ("starting", "running", "stalled", "reconnecting", "ended", "failed")
+"""A stream's states (:attr:`Stream.state`), the same on the log, MQTT, the metrics, the live view and the summary."""
+AWAY = ("stalled", "reconnecting", "ended", "failed")
+"""States in which no frame comes: the alarm window starts afresh and an alarm that was up clears."""
 
 
 class DefendedModel(Protocol):
@@ -46,17 +57,24 @@ class DefendedModel(Protocol):
 class StreamSpec:
     """One source of a run: ``name=URI`` on the command line, the URI alone otherwise."""
 
-    uri: str
-    name: str
+    uri: str = field(repr=False)  # may hold a password
+    name: str = ""
 
     @classmethod
     def parse(cls, text: str, index: int) -> "StreamSpec":
-        """``name=URI`` names a stream; a bare URI is named after its file (or the URI itself, for cameras and URLs)."""
+        """``name=URI`` names a stream; a bare URI gets :func:`pcedge.video.naming.default_name` (a file's stem, a URL's
+        host and path: never its credentials)."""
         name, sep, uri = text.partition("=")
         if sep and name and "/" not in name and ":" not in name:
             return cls(uri, name)
-        stem = Path(text).stem if Path(text).suffix else ""
-        return cls(text, stem or text or f"stream{index}")
+        return cls(text, naming.default_name(text, index))
+
+
+def parse_streams(sources: Sequence[str | StreamSpec]) -> list[StreamSpec]:
+    """Every source as a :class:`StreamSpec`, refused (before anything opens) when two would share a name or slug."""
+    specs = [StreamSpec.parse(str(s), n) if isinstance(s, str) else s for n, s in enumerate(sources)]
+    naming.check_unique([spec.name for spec in specs])
+    return specs
 
 
 @dataclass
@@ -74,10 +92,23 @@ class Stream:
     next_due: float = 0.0
     reported_open: bool = False
     reported_gaps: int = 0
+    reported_state: str = "starting"
+
+    @cached_property
+    def slug(self) -> str:
+        """The name in topics, URLs, folders, file names and metric labels (unique in a run)."""
+        return naming.slug(self.name)
 
     @property
     def running(self) -> bool:
         return not self.end
+
+    @property
+    def state(self) -> str:
+        """One of :data:`STATES`: how it ended once it has, else its source's state."""
+        if self.end:
+            return "failed" if self.end in ("lost", "failed") else "ended"
+        return self.feed.state
 
 
 @dataclass
@@ -93,7 +124,8 @@ class Defended:
 
 @dataclass
 class StreamEvent:
-    """A stream's lifecycle (``opened``, ``gap``, ``ended``) or a frame without a result (``frame_error``)."""
+    """A stream's lifecycle (``opened``, ``state``, ``gap``, ``alarm_cleared``, ``ended``) or a frame without a result
+    (``frame_error``)."""
 
     stream: Stream
     kind: str
@@ -130,6 +162,7 @@ class StreamLoop:
             name = spec.name if isinstance(spec, StreamSpec) else spec.description
             self.streams.append(Stream(n, name, Feed(target, options, self._wake, limit=max_frames), StreamAlarm.from_text(alarm),
                                        1.0 / rate if rate else 0.0))
+        naming.check_unique([s.name for s in self.streams])
 
     def __iter__(self) -> Iterator[Defended | StreamEvent]:
         for stream in sorted(self.streams, key=lambda s: s.feed.live):  # files first: see Feed.start
@@ -147,9 +180,7 @@ class StreamLoop:
                 yield from self._defend(batch)
             for stream in self.streams:
                 if stream.running:
-                    stream.end = "stopped"
-                    stream.feed.close()
-                    yield StreamEvent(stream, "ended", {"reason": "stopped"})
+                    yield from self._end(stream, "stopped", {})
         finally:
             self._close_all()
         yield from self._gaps()  # outages after each stream's last frame (a camera given up)
@@ -195,14 +226,15 @@ class StreamLoop:
                 stream.stats.add_failure(outcome)
                 yield StreamEvent(stream, "frame_error", {"index": frame.index, "failure": outcome.kind, "reason": outcome.reason})
             else:
+                yield from self._report_state(stream, "running")  # a stream with a frame in hand runs, whatever comes next
+                if frame.follows_gap:  # exact even when the loop never saw the outage's state
+                    yield from self._restart_alarm(stream, "gap")
                 outcome.stream_alarm = stream.alarm.update(outcome.level)
                 age_ms = (now - frame.captured_at) * 1e3
                 stream.stats.add(outcome, age_ms)
                 yield Defended(stream, frame, outcome, age_ms)
             if self.max_frames and stream.taken >= self.max_frames and stream.running:
-                stream.end = "max_frames"
-                stream.feed.close()
-                yield StreamEvent(stream, "ended", {"reason": "max_frames", "frames": stream.taken})
+                yield from self._end(stream, "max_frames", {"frames": stream.taken})
 
     # ------------------------------------------------------------------------------- lifecycle
     def _lifecycle(self) -> Iterator[StreamEvent]:
@@ -213,9 +245,37 @@ class StreamLoop:
                 yield StreamEvent(stream, "opened", {"source": feed.description})
             yield from self._gaps([stream])
             if stream.running and feed.ended:
-                stream.end = ("lost" if feed.live else "failed") if feed.error else "end"
-                feed.close()
-                yield StreamEvent(stream, "ended", {"reason": stream.end, **({"error": feed.error} if feed.error else {})})
+                reason = ("lost" if feed.live else "failed") if feed.error else "end"
+                yield from self._end(stream, reason, {"error": feed.error} if feed.error else {})
+            else:
+                yield from self._state_changes(stream)
+
+    def _end(self, stream: Stream, reason: str, fields: dict[str, Any]) -> Iterator[StreamEvent]:
+        """End ``stream`` (its state, its alarm, then the ``ended`` event) and release its source."""
+        stream.end = reason
+        stream.feed.close()
+        yield from self._state_changes(stream)
+        yield StreamEvent(stream, "ended", {"reason": reason, **fields})
+
+    def _state_changes(self, stream: Stream) -> Iterator[StreamEvent]:
+        yield from self._report_state(stream, stream.state)
+
+    def _report_state(self, stream: Stream, state: str) -> Iterator[StreamEvent]:
+        """A ``state`` event when the stream's state changed; an away state restarts its alarm window, so sinks reading
+        the stream during the event see the alarm down (``alarm_cleared`` follows when it was up)."""
+        if state == stream.reported_state:
+            return
+        previous, stream.reported_state = stream.reported_state, state
+        cleared = state in AWAY and stream.alarm.reset()
+        yield StreamEvent(stream, "state", {"state": state, "previous": previous})
+        if cleared:
+            yield StreamEvent(stream, "alarm_cleared", {"reason": state})
+
+    @staticmethod
+    def _restart_alarm(stream: Stream, reason: str) -> Iterator[StreamEvent]:
+        """Start the stream's alarm window afresh (``alarm_cleared`` when the alarm was up)."""
+        if stream.alarm.reset():
+            yield StreamEvent(stream, "alarm_cleared", {"reason": reason})
 
     def _gaps(self, streams: Sequence[Stream] | None = None) -> Iterator[StreamEvent]:
         for stream in streams or self.streams:

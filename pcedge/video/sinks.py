@@ -14,10 +14,13 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from ..errors import ConfigError
 from ..util.progress import progress
+from . import naming
 from .loop import Defended, Stream, StreamEvent
 from .outputs import DisplayOutput, NullOutput, Output, open_output
 from .overlay import draw_overlay
@@ -91,7 +94,7 @@ class SinkChain:
         for thread in draining:
             thread.join()
         reports = {sink.name: sink.report() for sink in self.sinks if sink.report()}
-        reports.update({name: {"failed": reason} for name, reason in self.failed.items()})
+        reports.update({name: {"switched_off": reason} for name, reason in self.failed.items()})
         return reports
 
     def close(self, summary: dict[str, Any]) -> None:
@@ -148,6 +151,8 @@ class PeopleLog(Sink):
             log.error("%s%s", prefix, event.fields["error"])
         elif event.kind == "ended" and self._several and event.fields["reason"] in ("end", "max_frames"):
             log.info("%sended (%s) after %d frames", prefix, event.fields["reason"].replace("_", " "), stream.stats.frames)
+        elif event.kind == "alarm_cleared":
+            log.info("patch alarm cleared%s: the stream is %s (its alarm window starts afresh)", self._who(stream), event.fields["reason"])
         elif event.kind == "frame_error":
             log.warning("%sframe %d has no result (%s): %s", prefix, event.fields["index"], event.fields["failure"],
                         event.fields["reason"])
@@ -206,7 +211,7 @@ class Recorder(Sink):
     def __init__(self, targets: Sequence[str | None], names: Sequence[str], model: Any, *, fps_limit: float = 0.0,
                  show_masks: bool = True) -> None:
         """Opens every output now, so a bad one is refused before the run starts (one window per stream, titled)."""
-        self.model, self.fps_limit, self.show_masks = model, fps_limit, show_masks
+        self.fps_limit, self.annotate = fps_limit, annotator(model, show_masks)
         self.outputs: list[Output] = []
         try:
             for target, name in zip(targets, names, strict=True):
@@ -227,9 +232,7 @@ class Recorder(Sink):
             return
         if not output.written:
             output.set_rate(self.fps_limit or item.stream.feed.fps or 30.0)
-        undefended = None if item.undefended is None else self.model.class_name(item.undefended)
-        output.write(draw_overlay(item.frame.image, item.result, fps=item.stream.stats.fps, undefended=undefended,
-                                  mask_set=self.model.mask_set if self.show_masks else None, spec=self.model.spec))
+        output.write(self.annotate(item))
         if isinstance(output, DisplayOutput) and output.quit_requested:
             self.stop_requested = True
 
@@ -240,6 +243,17 @@ class Recorder(Sink):
     def close(self, summary: dict[str, Any]) -> None:
         for output in self.outputs:
             output.close()
+
+
+def annotator(model: Any, show_masks: bool = True) -> Callable[[Defended], np.ndarray]:
+    """The overlay ``pcedge run`` draws (:func:`pcedge.video.overlay.draw_overlay`), as a function of a delivery: the
+    one drawing of recordings, windows, snapshots, clips and the live view."""
+    def annotate(item: Defended) -> np.ndarray:
+        undefended = None if item.undefended is None else model.class_name(item.undefended)
+        return draw_overlay(item.frame.image, item.result, fps=item.stream.stats.fps, undefended=undefended,
+                            mask_set=model.mask_set if show_masks else None, spec=model.spec)
+
+    return annotate
 
 
 def stream_outputs(outputs: str | Sequence[str] | None, names: Sequence[str]) -> list[str | None]:
@@ -253,10 +267,6 @@ def stream_outputs(outputs: str | Sequence[str] | None, names: Sequence[str]) ->
     if len(outputs) == 1 and outputs[0].startswith("display://"):
         return [outputs[0]] * len(names)
     if len(outputs) == 1 and not Path(outputs[0]).suffix:
-        return [str(Path(outputs[0]) / f"{_file_safe(name)}.mp4") for name in names]
+        return [str(Path(outputs[0]) / f"{naming.slug(name)}.mp4") for name in names]
     raise ConfigError(f"{len(names)} sources and {len(outputs)} outputs: give --output once per source, or once as a folder "
                       "(one video per stream) or a display (one window per stream)")
-
-
-def _file_safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "stream"

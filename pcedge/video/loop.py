@@ -162,7 +162,8 @@ class StreamLoop:
             name = spec.name if isinstance(spec, StreamSpec) else spec.description
             self.streams.append(Stream(n, name, Feed(target, options, self._wake, limit=max_frames), StreamAlarm.from_text(alarm),
                                        1.0 / rate if rate else 0.0))
-        naming.check_unique([s.name for s in self.streams])
+        naming.check_unique([s.name for s in self.streams], how_to_rename="'name=URI', StreamSpec(uri, name), or a FrameSource "
+                                                                           "description of its own")
 
     def __iter__(self) -> Iterator[Defended | StreamEvent]:
         for stream in sorted(self.streams, key=lambda s: s.feed.live):  # files first: see Feed.start

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 from ..util.optional import require
 from ..video.loop import Defended, Stream, StreamEvent
-from ..video.naming import slug
+from ..util.naming import slug
 from ..video.status import site_status, stream_status
 from . import discovery
 from .endpoints import BrokerAddress

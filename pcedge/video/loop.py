@@ -33,7 +33,7 @@ from ..errors import ConfigError
 from ..result import FrameFailure, Result
 from .base import Frame, FrameSource
 from .feeds import Feed
-from . import naming
+from ..util import naming
 from .stats import StreamStats
 from .uri import SourceOptions
 
@@ -62,7 +62,7 @@ class StreamSpec:
 
     @classmethod
     def parse(cls, text: str, index: int) -> "StreamSpec":
-        """``name=URI`` names a stream; a bare URI gets :func:`pcedge.video.naming.default_name` (a file's stem, a URL's
+        """``name=URI`` names a stream; a bare URI gets :func:`pcedge.util.naming.default_name` (a file's stem, a URL's
         host and path: never its credentials)."""
         name, sep, uri = text.partition("=")
         if sep and name and "/" not in name and ":" not in name:

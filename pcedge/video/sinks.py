@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..util.progress import progress
-from . import naming
+from ..util import naming
 from .loop import Defended, Stream, StreamEvent
 from .outputs import DisplayOutput, NullOutput, Output, open_output
 from .overlay import draw_overlay

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _camera(clip: Path) -> str:
     from pcedge.video import StreamSpec
-    from pcedge.video.naming import slug
+    from pcedge.util.naming import slug
 
     return slug(StreamSpec.parse(str(clip), 0).name)
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from pcedge.errors import ConfigError
 from pcedge.video.loop import StreamSpec, parse_streams
-from pcedge.video.naming import check_unique, default_name, slug
+from pcedge.util.naming import check_unique, default_name, slug
 
 
 @pytest.mark.parametrize("uri,name", [

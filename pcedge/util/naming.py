@@ -14,7 +14,7 @@ from typing import Sequence
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
-from ..util.redact import redact, redact_url
+from .redact import redact, redact_url
 
 _NOT_SLUG = re.compile(r"[^a-z0-9_-]+")
 

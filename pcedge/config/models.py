@@ -203,6 +203,7 @@ class WebhookConfig(Section):
 
 class MetricsConfig(Section):
     listen: str = Field(description="[HOST:]PORT of /metrics (--metrics)")
+    token: SecretStr | None = Field(None, description="every scrape must carry it (default: web.token); needed beyond loopback")
 
 
 class WebConfig(Section):
@@ -236,6 +237,8 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _names_apart(self) -> "RunConfig":
         """Camera and region names whose slugs collide would merge topics, tiles, folders and series."""
+        if self.web and self.metrics and self.web.token and self.metrics.token and self.web.token != self.metrics.token:
+            raise ValueError("web.token and metrics.token differ: the web token guards metrics too; give one")
         names = self.stream_names()
         if not names:
             raise ValueError("no camera is enabled: a run needs at least one (to stop pcedge, stop its service)")

@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import __version__
 from ..alarm import LEVELS
-from ..video.loop import STATES
+from ..video.streams import STATES
 
 DISCOVERY_PREFIX = "homeassistant"
 CAMERA_TOPICS = ("alarm", "level", "state", "snapshot", "stats", "available")

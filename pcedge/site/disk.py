@@ -27,7 +27,7 @@ from typing import Sequence
 import cv2
 
 from ..util.files import write_json, writing
-from ..video.loop import Defended, Stream, StreamEvent
+from ..video.streams import Defended, Stream, StreamEvent
 from ..video.outputs import MIN_FREE_BYTES, VideoFileOutput, free_bytes
 from .episodes import Episode, EpisodeBook
 from .events_folder import StoredEpisode, claim, remove, stored_episodes
@@ -49,6 +49,8 @@ class _Clip:
 
 class EpisodeRecorder(QueuedSink):
     """The ``--events DIR`` sink (see the module docstring)."""
+
+    order = 2
 
     def __init__(self, folder: str | Path, book: EpisodeBook, *, clip_seconds: float = 5.0, keep: int = 1000,
                  max_bytes: int = 2 << 30, min_free_bytes: int = MIN_FREE_BYTES, capacity_bytes: int = 32 << 20) -> None:

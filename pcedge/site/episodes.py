@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from ..alarm import LEVELS
-from ..video.loop import Defended, Stream, StreamEvent
+from ..video.streams import Defended, Stream, StreamEvent
 from ..video.sinks import Sink
 
 RECENT = 50  # episodes the book remembers for the live view and /api/events
@@ -82,6 +82,7 @@ class EpisodeBook(Sink):
     """Every stream's open episode and the recent ones (see the module docstring)."""
 
     name = "episodes"
+    order = 1
 
     def __init__(self, annotate: Callable[[Defended], np.ndarray]) -> None:
         self.annotate = annotate

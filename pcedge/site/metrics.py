@@ -13,7 +13,7 @@ alarm) when Prometheus scrapes, so the loop pays nothing for them; the three his
   and ``pcedge_engine_batch_images`` (the sizes of the engine calls that served each frame: a call several frames
   shared counts once per frame);
 - ``pcedge_events_dropped_total{sink}`` and ``pcedge_events_failed_total{sink}`` (what each publisher dropped, and
-  what it could not deliver or write), and the process's own (``process_resident_memory_bytes``, CPU seconds, open files).
+  what it could not deliver or write), ``pcedge_config_reloads_total{result}`` (applied, refused), and the process's own (``process_resident_memory_bytes``, CPU seconds, open files).
 
 Camera labels are stream slugs (never a URI). Bound to a non-loopback address, every request needs the token
 (``Authorization: Bearer``, or ``?token=``); without a token, a request must name this machine (``Host``, and
@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from typing import Any, Iterator, Sequence
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from ..errors import ConfigError
 from ..util.optional import require
-from ..video.loop import STATES, Defended, Stream
+from ..video.streams import STATES, Defended, Stream, StreamsChanged
 from ..video.sinks import Sink
 from ..video.status import stream_status
 from .endpoints import LOOPBACK_NAMES, host_allowed, token_ok
@@ -44,6 +45,7 @@ class MetricsSink(Sink):
     """The ``/metrics`` endpoint (see the module docstring); ``publishers``: the sinks whose drops it reports."""
 
     name = "metrics"
+    order = 4
 
     def __init__(self, host: str, port: int, *, token: str = "", publishers: Sequence[Sink] = (),
                  hosts: frozenset[str] = frozenset(LOOPBACK_NAMES)) -> None:
@@ -62,6 +64,7 @@ class MetricsSink(Sink):
         self._prom = prom
         self._streams: list[Stream] = []
         self._server: Any = None
+        self.reloads: Counter[str] = Counter()
 
     def start(self, streams: Sequence[Stream]) -> None:
         self._streams = list(streams)
@@ -73,6 +76,12 @@ class MetricsSink(Sink):
         self.port = self._server.server_port
         threading.Thread(target=self._server.serve_forever, name="pcedge-metrics", daemon=True).start()
         log.info("metrics: http://%s:%d/metrics", self.host, self.port)
+
+    def streams_changed(self, change: StreamsChanged) -> None:
+        self._streams = list(change.streams)  # a removed camera's series end with it
+
+    def config_reloaded(self, result: dict[str, Any]) -> None:
+        self.reloads[result["result"]] += 1
 
     def frame(self, item: Defended) -> None:
         camera = item.stream.slug
@@ -126,6 +135,7 @@ class _StreamCollector:
         second = core.CounterMetricFamily("pcedge_second_round_images", "Two-mask images classified")
         events = core.CounterMetricFamily("pcedge_events_dropped", "Items a publisher dropped (slow, down or gone)", labels=["sink"])
         failures = core.CounterMetricFamily("pcedge_events_failed", "Items a publisher could not deliver or write", labels=["sink"])
+        reloads = core.CounterMetricFamily("pcedge_config_reloads", "Reloads of the configuration file, by result", labels=["result"])
         for stream in self.sink._streams:
             camera, stats, status = stream.slug, stream.stats, stream_status(stream)
             for level, count in sorted(status["levels"].items()):
@@ -146,7 +156,9 @@ class _StreamCollector:
         for publisher in self.sink.publishers:
             events.add_metric([publisher.name], getattr(publisher, "dropped", 0))
             failures.add_metric([publisher.name], getattr(publisher, "failed", 0))
-        yield from (frames, failed, alarms, active, dropped, gaps, fps, up, state, age, second, events, failures)
+        for result in ("applied", "refused"):
+            reloads.add_metric([result], self.sink.reloads[result])
+        yield from (frames, failed, alarms, active, dropped, gaps, fps, up, state, age, second, events, failures, reloads)
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -6,8 +6,9 @@ process; ``offline`` is the last will), and per camera ``<camera>/available`` (`
 ``<camera>/alarm`` (``ON``/``OFF``), ``<camera>/level`` (``clear``/``uncertain``/``patch``, the newest), ``<camera>/snapshot``
 (the JPEG that raised the alarm), ``<camera>/stats`` (the camera's status JSON, every ``stats_interval`` seconds and at
 every state change), ``<camera>/episode`` (not retained: ``{"event_type": "new"|"end", ...}``); ``events`` (not
-retained: Frigate's ``new`` and ``end`` per alarm episode) and ``stats`` (every camera's status). With discovery,
-Home Assistant's configs (:mod:`pcedge.site.discovery`); configs of cameras no longer in the run are cleared.
+retained: Frigate's ``new`` and ``end`` per alarm episode), ``stats`` (every camera's status) and ``config`` (the
+result of the newest reload). With discovery, Home Assistant's configs (:mod:`pcedge.site.discovery`); configs of
+cameras no longer in the run (at start, or removed by a reload) are cleared.
 
 The client id is unique per machine and run (two boxes on one broker never kick each other off); the node
 (Home Assistant's device) is named after the machine. The client connects in the background and reconnects with
@@ -27,7 +28,7 @@ import threading
 from typing import Any, Sequence
 
 from ..util.optional import require
-from ..video.loop import Defended, Stream, StreamEvent
+from ..video.streams import Defended, Stream, StreamEvent, StreamsChanged
 from ..util.naming import slug
 from ..video.status import site_status, stream_status
 from . import discovery
@@ -51,6 +52,8 @@ def node_name(prefix: str = "pcedge", client_id: str = "") -> str:
 
 class MqttPublisher(QueuedSink):
     """The MQTT sink (see the module docstring)."""
+
+    order = 3
 
     def __init__(self, broker: BrokerAddress, book: EpisodeBook, *, prefix: str = "pcedge", client_id: str = "",
                  discovery: bool = False, stats_interval_s: float = 60.0, configuration_url: str | None = None) -> None:
@@ -88,15 +91,31 @@ class MqttPublisher(QueuedSink):
     def start(self, streams: Sequence[Stream]) -> None:
         self._streams = list(streams)
         for stream in streams:
-            self._state[stream.slug] = {"alarm": "OFF", "state": stream.state, "available": _available(stream.state),
-                                        "stats": json.dumps(stream_status(stream))}
-            if self.discovery:
-                self._announced.update(self._configs(stream))
+            self._add(stream)
         self._client.connect_async(self.broker.host, self.broker.port, keepalive=30)
         self._client.loop_start()
         log.info("MQTT: publishing to %s under %s/ as %s", self.broker, self.prefix, self.node)
         if self.stats_interval_s > 0:
             threading.Thread(target=self._stats_timer, name="pcedge-mqtt-stats", daemon=True).start()
+
+    def _add(self, stream: Stream) -> None:
+        with self._lock:
+            self._state[stream.slug] = {"alarm": "OFF", "state": stream.state, "available": _available(stream.state),
+                                        "stats": json.dumps(stream_status(stream))}
+            if self.discovery:
+                self._announced.update(self._configs(stream))
+
+    def streams_changed(self, change: StreamsChanged) -> None:
+        """Added cameras get their retained state and configs; removed ones go offline and their entities away."""
+        self._streams = list(change.streams)
+        for stream in change.removed:
+            self.put_control(("forget", stream))
+        for stream in change.added:
+            self._add(stream)
+            self.put_control(("announce", stream))
+
+    def config_reloaded(self, result: dict[str, Any]) -> None:
+        self.put_control(("config", json.dumps(result)))
 
     def frame(self, item: Defended) -> None:
         camera = item.stream.slug
@@ -163,22 +182,49 @@ class MqttPublisher(QueuedSink):
             self._publish(item[1], item[2])
         elif kind == "stats":
             self._retain(item[1].slug, "stats", json.dumps(stream_status(item[1])))
+        elif kind == "announce":
+            with self._lock:
+                retained = dict(self._state[item[1].slug])
+            for key, value in retained.items():
+                self._publish(f"{item[1].slug}/{key}", value, retain=True)
+            if self.discovery:
+                for topic, payload in self._configs(item[1]).items():
+                    self._publish_absolute(topic, payload)
+        elif kind == "forget":
+            self._forget(item[1])
+        elif kind == "config":
+            self._publish("config", item[1], retain=True)
         elif kind == "all-stats":
             status = site_status(self._streams)
             for camera, one in status["cameras"].items():
                 self._retain(camera, "stats", json.dumps(one))
             self._publish("stats", json.dumps(status))
 
+    def _forget(self, stream: Stream) -> None:
+        """A camera that left the run: offline, and (with discovery) its configs cleared so its entities go away."""
+        self._publish(f"{stream.slug}/available", "offline", retain=True)
+        with self._lock:
+            self._state.pop(stream.slug, None)
+            configs = list(self._configs(stream)) if self.discovery else []
+            self._announced.difference_update(configs)
+        for topic in configs:
+            self._publish_absolute(topic, b"")
+
     def _retain(self, camera: str, key: str, value: str | bytes) -> None:
         with self._lock:
+            if camera not in self._state:  # it left the run while this waited in the queue
+                return
             self._state[camera][key] = value
         self._publish(f"{camera}/{key}", value, retain=True)
 
     def _publish(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
-        info = self._client.publish(self._topic(topic), payload, qos=1, retain=retain)
+        self._publish_absolute(self._topic(topic), payload, retain)
+
+    def _publish_absolute(self, topic: str, payload: str | bytes, retain: bool = True) -> None:
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
         codes = self._mqtt.MQTTErrorCode
         if info.rc not in (codes.MQTT_ERR_SUCCESS, codes.MQTT_ERR_NO_CONN):  # no connection: paho sends it on reconnect
-            raise ConnectionError(f"{self.broker} did not take {self._topic(topic)}: {self._mqtt.error_string(info.rc)}")
+            raise ConnectionError(f"{self.broker} did not take {topic}: {self._mqtt.error_string(info.rc)}")
 
     def _topic(self, suffix: str) -> str:
         return f"{self.prefix}/{suffix}"

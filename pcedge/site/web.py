@@ -3,7 +3,7 @@ recent alarm episodes with their snapshots; JSON beside it.
 
 Routes: ``/`` (the page), ``/healthz``, ``/api/stats``, ``/api/events``, ``/api/events/<id>/snapshot.jpg``,
 ``/api/<camera>/latest.jpg``, ``/api/<camera>/mjpeg`` (``multipart/x-mixed-replace; boundary=frame``, as Frigate's
-MJPEG endpoint). The server is aiohttp, in a thread with its own event loop: one well-kept dependency, asyncio
+MJPEG endpoint), and ``POST /api/config/reload`` (a run from a configuration file; always needs the token). The server is aiohttp, in a thread with its own event loop: one well-kept dependency, asyncio
 streaming responses (a watcher's MJPEG is a coroutine, not a thread), no separate ASGI server to run (FastAPI
 would bring uvicorn, starlette and pydantic for the same few routes).
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..util.optional import require
-from ..video.loop import Defended, Stream
+from ..video.streams import Defended, Stream, StreamsChanged
 from ..video.sinks import Sink
 from ..video.status import site_status
 from .endpoints import LOOPBACK_NAMES, host_allowed, token_ok
@@ -44,6 +44,7 @@ class LiveView(Sink):
     """The web view (see the module docstring)."""
 
     name = "live view"
+    order = 4
 
     def __init__(self, host: str, port: int, book: EpisodeBook, annotate: Callable[[Defended], np.ndarray], *, token: str = "",
                  hosts: frozenset[str] = frozenset(LOOPBACK_NAMES), fps_cap: float = 5.0, quality: int = 75) -> None:
@@ -51,6 +52,7 @@ class LiveView(Sink):
         self.host, self.port, self.book, self.annotate, self.token, self.hosts = host, port, book, annotate, token, hosts
         self.fps_cap, self.quality = fps_cap, quality
         self.encoded = 0  # JPEGs made for watchers (0 while nobody watches)
+        self.reload: Callable[[], dict[str, Any]] | None = None  # set by a run that can reload its configuration
         self._streams: list[Stream] = []
         self._latest: dict[str, Defended] = {}
         self._seq: dict[str, int] = {}
@@ -62,8 +64,7 @@ class LiveView(Sink):
 
     # ------------------------------------------------------------------------------- the stream loop's side
     def start(self, streams: Sequence[Stream]) -> None:
-        self._streams = list(streams)
-        self._cameras = {s.slug: s for s in streams}
+        self._set_streams(streams)
         ready, failure = threading.Event(), []
         self._thread = threading.Thread(target=self._serve, args=(ready, failure), name="pcedge-web", daemon=True)
         self._thread.start()
@@ -71,6 +72,15 @@ class LiveView(Sink):
         if failure:
             raise ConfigError(f"--web {self.host}:{self.port}: cannot listen there ({failure[0]})")
         log.info("live view: http://%s:%d/%s", self.host, self.port, "?token=..." if self.token else "")
+
+    def _set_streams(self, streams: Sequence[Stream]) -> None:
+        self._streams = list(streams)
+        self._cameras = {s.slug: s for s in streams}
+
+    def streams_changed(self, change: StreamsChanged) -> None:
+        self._set_streams(change.streams)
+        for stream in change.removed:
+            self._latest.pop(stream.slug, None)
 
     def frame(self, item: Defended) -> None:
         camera = item.stream.slug
@@ -97,7 +107,8 @@ class LiveView(Sink):
         app = web.Application(middlewares=[auth])
         app.add_routes([web.get("/", self._page), web.get("/healthz", self._health), web.get("/api/stats", self._stats),
                         web.get("/api/events", self._events), web.get("/api/events/{id}/snapshot.jpg", self._snapshot),
-                        web.get("/api/{camera}/latest.jpg", self._latest_jpeg), web.get("/api/{camera}/mjpeg", self._mjpeg)])
+                        web.get("/api/{camera}/latest.jpg", self._latest_jpeg), web.get("/api/{camera}/mjpeg", self._mjpeg),
+                        web.post("/api/config/reload", self._reload)])
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         try:
             loop.run_until_complete(self._runner.setup())
@@ -133,6 +144,17 @@ class LiveView(Sink):
 
     async def _stats(self, request: Any) -> Any:
         return self._web.json_response(site_status(self._streams))
+
+    async def _reload(self, request: Any) -> Any:
+        """``POST /api/config/reload``: re-read the configuration file, as SIGHUP does; always needs the token (even on
+        loopback, where reading needs none): a reload changes the run."""
+        if not self.token:
+            raise self._web.HTTPForbidden(text="403: reloading over HTTP needs a web token (web.token_file, or $PCEDGE_WEB_TOKEN); "
+                                               "or send SIGHUP (systemctl reload pcedge)\n")
+        if self.reload is None:
+            raise self._web.HTTPConflict(text="409: this run was not started from a configuration file (pcedge run --config)\n")
+        result = await asyncio.get_running_loop().run_in_executor(None, self.reload)
+        return self._web.json_response(result, status=200 if result["result"] == "applied" else 422)
 
     async def _events(self, request: Any) -> Any:
         events = self.book.recent_events()

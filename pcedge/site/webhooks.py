@@ -24,7 +24,7 @@ import urllib.request
 from typing import Any
 
 from ..util.redact import redact, redact_url
-from ..video.loop import Defended, StreamEvent
+from ..video.streams import Defended, StreamEvent
 from .episodes import EpisodeBook
 from .queued import QueuedSink
 
@@ -46,6 +46,8 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 
 class WebhookPublisher(QueuedSink):
     """One receiver's deliveries (see the module docstring); ``name`` tells apart receivers on one host."""
+
+    order = 3
 
     def __init__(self, url: str, book: EpisodeBook, *, secret: str = "", timeout_s: float = 5.0, name: str = "") -> None:
         super().__init__(name or f"webhook {redact_url(url, path=False)}")

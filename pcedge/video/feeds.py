@@ -47,11 +47,13 @@ class Feed:
         self._pull: Callable[[], Frame | None] | None = None
         self._closer: threading.Thread | None = None
         self._stats_before_open = SourceStats()
+        self.started = False
 
     # ------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
         """Open and read in the background; a file is opened here first (it is local and quick, and OpenCV opens
         captures one at a time, so a file opened before the cameras never waits behind one)."""
+        self.started = True
         if self.source is None and not self.live:
             try:
                 self.source = open_source(self._target, self.options)
@@ -78,6 +80,14 @@ class Feed:
         if isinstance(source, LiveSource):
             return source.opened.is_set()
         return source is not None and not self.error
+
+    @property
+    def tried(self) -> bool:
+        """The first attempt to open the source has finished (opened or not): a service is ready once every one is."""
+        source = self.source
+        if isinstance(source, LiveSource):
+            return source.tried.is_set()
+        return source is not None or self.ended
 
     @property
     def state(self) -> str:

@@ -43,8 +43,11 @@ class LiveSource(FrameSource):
         self._opener = opener or (lambda: _open_live(spec, options))
         self.on_frame: Callable[[], None] | None = None  # called from the capture thread after each new frame
         self.opened = threading.Event()  # set once the source has delivered its first frame
+        self.tried = threading.Event()  # set once the first attempt to open it has finished, whatever came of it
         self._open_deferred = retry_first_open
         self._cap = None if retry_first_open else self._opener()
+        if not retry_first_open:
+            self.tried.set()
         self._fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0) if self._cap is not None else 0.0
         self._cond = threading.Condition()
         self._latest: Frame | None = None
@@ -188,6 +191,7 @@ class LiveSource(FrameSource):
         while not self._stop.is_set() and (time.monotonic() - start < self.options.reconnect_s or (first_open and not attempts)):
             attempts += 1
             image, reason = self._try_open()
+            self.tried.set()
             if image is not None:
                 end = time.time()
                 if attempts > 1 or not first_open:

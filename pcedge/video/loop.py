@@ -14,37 +14,42 @@ gap say nothing about the scene after it, and an alarm that was up clears then, 
 state outlives the frames that raised it.
 
 Failures stay in their stream: a camera that cannot open is retried like one that was lost, a file that
-cannot be read ends its stream, a frame the writer refuses is that frame's failure; only an engine failure
-(the model or the device) ends the loop, by raising, after handing out whatever the failed step answered.
-``max_frames`` ends each stream at N frames; the loop ends when every stream has ended or ``stop`` is set.
+cannot be read ends its stream, a frame the writer refuses is that frame's failure, a region that does not lie
+inside its camera's frame ends that region; only an engine failure (the model or the device) ends the loop, by
+raising, after handing out whatever the failed step answered. ``max_frames`` ends each stream at N frames; the
+loop ends when every stream has ended or ``stop`` is set.
+
+The streams of one camera (its regions, :mod:`pcedge.video.streams`) share its feed: it is polled once per step and
+each region defends its crop of that frame. Streams can be added and removed while the loop runs
+(:meth:`StreamLoop.change`, a reload): the change is applied between two steps, removed streams end (reason
+``removed``), added ones start, and a :class:`StreamsChanged` item says so; every other stream never notices.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from dataclasses import dataclass, field
-from functools import cached_property
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
 
 from ..alarm import DEFAULT_WINDOW, StreamAlarm
-from ..errors import ConfigError
+from ..errors import ConfigError, SourceError
 from ..result import FrameFailure, Result
+from ..util import naming
 from .base import Frame, FrameSource
 from .feeds import Feed
-from ..util import naming
-from .stats import StreamStats
+from .streams import AWAY, STATES, Defended, Stream, StreamEvent, StreamsChanged, StreamSpec, parse_streams
 from .uri import SourceOptions
+
+__all__ = ["AWAY", "STATES", "Defended", "DefendedModel", "Stream", "StreamEvent", "StreamLoop", "StreamSpec", "StreamsChanged",
+           "parse_streams", "stream", "stream_many"]
 
 DEFAULT_GATHER_S = 0.005
 """How long a step waits for streams that have no frame yet once one stream has one (seconds)."""
 CLOSE_WAIT_S = 15.0
 """How long the loop waits at its end for sources to release their devices (a camera's close can wait on a read)."""
-STATES = ("starting", "running", "stalled", "reconnecting", "ended", "failed")
-"""A stream's states (:attr:`Stream.state`), the same on the log, MQTT, the metrics, the live view and the summary."""
-AWAY = ("stalled", "reconnecting", "ended", "failed")
-"""States in which no frame comes: the alarm window starts afresh and an alarm that was up clears."""
 
 
 class DefendedModel(Protocol):
@@ -53,91 +58,14 @@ class DefendedModel(Protocol):
     def predict_each(self, frames: Sequence[Any]) -> list[Result | FrameFailure]: ...
 
 
-@dataclass(frozen=True)
-class StreamSpec:
-    """One source of a run: ``name=URI`` on the command line, the URI alone otherwise."""
-
-    uri: str = field(repr=False)  # may hold a password
-    name: str = ""
-
-    @classmethod
-    def parse(cls, text: str, index: int) -> "StreamSpec":
-        """``name=URI`` names a stream; a bare URI gets :func:`pcedge.util.naming.default_name` (a file's stem, a URL's
-        host and path: never its credentials)."""
-        name, sep, uri = text.partition("=")
-        if sep and name and "/" not in name and ":" not in name:
-            return cls(uri, name)
-        return cls(text, naming.default_name(text, index))
-
-
-def parse_streams(sources: Sequence[str | StreamSpec]) -> list[StreamSpec]:
-    """Every source as a :class:`StreamSpec`, refused (before anything opens) when two would share a name or slug."""
-    specs = [StreamSpec.parse(str(s), n) if isinstance(s, str) else s for n, s in enumerate(sources)]
-    naming.check_unique([spec.name for spec in specs])
-    return specs
-
-
-@dataclass
-class Stream:
-    """One stream's state in the loop: its feed, alarm, statistics and how it ended."""
-
-    index: int
-    name: str
-    feed: Feed
-    alarm: StreamAlarm
-    period: float = 0.0  # 1 / fps_limit (0: as fast as frames come)
-    stats: StreamStats = field(default_factory=StreamStats)
-    taken: int = 0  # frames taken from the feed (each one a result or a counted failure)
-    end: str = ""  # why the stream ended ("" while it runs)
-    next_due: float = 0.0
-    reported_open: bool = False
-    reported_gaps: int = 0
-    reported_state: str = "starting"
-
-    @cached_property
-    def slug(self) -> str:
-        """The name in topics, URLs, folders, file names and metric labels (unique in a run)."""
-        return naming.slug(self.name)
-
-    @property
-    def running(self) -> bool:
-        return not self.end
-
-    @property
-    def state(self) -> str:
-        """One of :data:`STATES`: how it ended once it has, else its source's state."""
-        if self.end:
-            return "failed" if self.end in ("lost", "failed") else "ended"
-        return self.feed.state
-
-
-@dataclass
-class Defended:
-    """A defended frame of one stream: the frame, its result (with the stream's alarm), its age at decision."""
-
-    stream: Stream
-    frame: Frame
-    result: Result
-    age_ms: float
-    undefended: int | None = None  # the plain model's label, when asked for (pcedge run --show-undefended)
-
-
-@dataclass
-class StreamEvent:
-    """A stream's lifecycle (``opened``, ``state``, ``gap``, ``alarm_cleared``, ``ended``) or a frame without a result
-    (``frame_error``)."""
-
-    stream: Stream
-    kind: str
-    fields: dict[str, Any] = field(default_factory=dict)
-
-
 class StreamLoop:
-    """Iterate to run the loop (see the module docstring); items are :class:`Defended` and :class:`StreamEvent`.
+    """Iterate to run the loop (see the module docstring); items are :class:`Defended`, :class:`StreamEvent` and
+    :class:`StreamsChanged`.
 
     ``sources`` are URIs (``name=URI`` names one), :class:`StreamSpec` or open :class:`FrameSource` objects
     (URIs are opened here and closed at the end; sources given open are left open). A URI that names nothing
-    (no such file) is refused here, before anything runs. ``fps_limit`` is one rate for all or one per stream.
+    (no such file) is refused here, before anything runs. ``options``, ``fps_limit`` (one rate for all or one per
+    stream), ``max_frames`` and ``alarm`` apply to every stream whose spec does not set its own.
     """
 
     def __init__(self, model: DefendedModel, sources: Sequence[str | StreamSpec | FrameSource], *,
@@ -151,27 +79,66 @@ class StreamLoop:
         if gather_s < 0 or max_frames < 0:
             raise ConfigError(f"gather_s and max_frames must be >= 0, got {gather_s} and {max_frames}")
         StreamAlarm.from_text(alarm)  # refuse a bad window before opening anything
-        self.model, self.max_frames, self.gather_s = model, max_frames, gather_s
+        self.model, self.max_frames, self.gather_s, self.alarm = model, max_frames, gather_s, alarm
+        self.options = options or SourceOptions()
         self.stop = stop or threading.Event()
+        self.heartbeat = time.monotonic()  # the start of the newest iteration: a watchdog's proof of life
         self._wake = threading.Event()
-        options = options or SourceOptions()
-        self.streams: list[Stream] = []
+        self._changes: list[tuple[list[StreamSpec], list[str], Future]] = []
+        self._changes_lock = threading.Lock()
+        self._holds = 0  # while held (a reload between its phases), the loop goes on even with no stream running
+        self.streams: tuple[Stream, ...] = ()  # replaced whole on a change: other threads read a consistent tuple
         for n, (source, rate) in enumerate(zip(sources, limits)):
-            spec = StreamSpec.parse(str(source), n) if isinstance(source, str) else source
-            target = spec.uri if isinstance(spec, StreamSpec) else spec
-            name = spec.name if isinstance(spec, StreamSpec) else spec.description
-            self.streams.append(Stream(n, name, Feed(target, options, self._wake, limit=max_frames), StreamAlarm.from_text(alarm),
-                                       1.0 / rate if rate else 0.0))
+            self.streams = self.streams + (self._make(source, n, rate),)
+        self._next_index = len(self.streams)
         naming.check_unique([s.name for s in self.streams], how_to_rename="'name=URI', StreamSpec(uri, name), or a FrameSource "
                                                                            "description of its own")
 
-    def __iter__(self) -> Iterator[Defended | StreamEvent]:
-        for stream in sorted(self.streams, key=lambda s: s.feed.live):  # files first: see Feed.start
-            stream.feed.start()
+    def _make(self, source: str | StreamSpec | FrameSource, index: int, rate: float | None = None) -> Stream:
+        """A stream for ``source``, sharing the feed of a stream of the same camera (a region of it) if there is one."""
+        if isinstance(source, FrameSource):
+            feed = Feed(source, self.options, self._wake, limit=self.max_frames)
+            name = source.description
+            return Stream(index, name, feed, StreamAlarm.from_text(self.alarm), StreamSpec(name, name), 1.0 / rate if rate else 0.0,
+                          self.max_frames)
+        spec = StreamSpec.parse(source, index) if isinstance(source, str) else source
+        rate = spec.fps_limit if spec.fps_limit is not None else rate or 0.0
+        max_frames = spec.max_frames if spec.max_frames is not None else self.max_frames
+        sibling = next((s for s in self.streams if s.running and s.spec.camera_name == spec.camera_name and s.spec.uri == spec.uri), None)
+        feed = sibling.feed if sibling else Feed(spec.uri, spec.options or self.options, self._wake, limit=max_frames)
+        return Stream(index, spec.name, feed, StreamAlarm.from_text(spec.alarm or self.alarm), spec, 1.0 / rate if rate else 0.0,
+                      max_frames)
+
+    def change(self, add: Sequence[StreamSpec] = (), remove: Sequence[str] = ()) -> Future:
+        """Add and remove streams (by name) while the loop runs: applied between two steps, from the loop's thread. The
+        future's result is the :class:`StreamsChanged`; a name clash or an unknown name fails it and changes nothing."""
+        future: Future = Future()
+        with self._changes_lock:
+            self._changes.append((list(add), list(remove), future))
+        self._wake.set()
+        return future
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """While the block runs, the loop does not end for want of running streams (a change that removes every stream
+        and then adds new ones, in two steps)."""
+        with self._changes_lock:
+            self._holds += 1
+        try:
+            yield
+        finally:
+            with self._changes_lock:
+                self._holds -= 1
+            self._wake.set()
+
+    def __iter__(self) -> Iterator[Defended | StreamEvent | StreamsChanged]:
+        self._start_feeds(self.streams)
         try:
             while not self.stop.is_set():
+                self.heartbeat = time.monotonic()
+                yield from self._apply_changes()
                 yield from self._lifecycle()
-                if not any(s.running for s in self.streams):
+                if not any(s.running for s in self.streams) and not self._holds:
                     break
                 batch = self._gather()
                 if not batch:
@@ -184,21 +151,70 @@ class StreamLoop:
                     yield from self._end(stream, "stopped", {})
         finally:
             self._close_all()
+            self._refuse_changes("the loop has ended")
         yield from self._gaps()  # outages after each stream's last frame (a camera given up)
+
+    def _start_feeds(self, streams: Sequence[Stream]) -> None:
+        feeds = {id(s.feed): s.feed for s in sorted(streams, key=lambda s: s.feed.live)}  # files first: see Feed.start
+        for feed in feeds.values():
+            if not feed.started:
+                feed.start()
+
+    # ------------------------------------------------------------------------------- changes while running
+    def _apply_changes(self) -> Iterator[StreamEvent | StreamsChanged]:
+        with self._changes_lock:
+            changes, self._changes = self._changes, []
+        for add, remove, future in changes:
+            try:
+                removed = self._removed(remove)
+                keep = [s.name for s in self.streams if s not in removed]
+                naming.check_unique(keep + [spec.name for spec in add], how_to_rename="rename one under cameras:")
+            except ConfigError as exc:
+                future.set_exception(exc)
+                continue
+            for stream in removed:
+                if stream.running:
+                    yield from self._end(stream, "removed", {})
+            self.streams = tuple(s for s in self.streams if s not in removed)
+            added: tuple[Stream, ...] = ()
+            for spec in add:
+                added += (self._make(spec, self._next_index),)
+                self._next_index += 1  # indices are never reused: logs and sinks key streams by them
+                self.streams = self.streams + added[-1:]  # a camera's later regions find its feed
+            self._start_feeds(added)
+            done = StreamsChanged(self.streams, added, removed)
+            future.set_result(done)
+            yield done
+
+    def _removed(self, names: Sequence[str]) -> tuple[Stream, ...]:
+        by_name = {s.name: s for s in self.streams}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise ConfigError(f"no stream named {', '.join(unknown)} in this run (streams: {', '.join(by_name)})")
+        return tuple(by_name[n] for n in names)
+
+    def _refuse_changes(self, why: str) -> None:
+        with self._changes_lock:
+            changes, self._changes = self._changes, []
+        for _, _, future in changes:
+            future.set_exception(ConfigError(f"nothing changed: {why}"))
 
     # ------------------------------------------------------------------------------- one step
     def _gather(self) -> list[tuple[Stream, Frame]]:
-        """The frame of every due stream that has one, waiting up to ``gather_s`` for the others once one has."""
+        """The frame of every due stream that has one, waiting up to ``gather_s`` for the others once one has. A feed
+        is polled once for all the streams it serves (a camera's regions), each taking its own view of the frame."""
         taken: dict[int, Frame] = {}
         deadline = None
         while True:
             now = time.monotonic()
+            polled: dict[int, Frame | None] = {}
             for stream in self.streams:
                 if stream.running and stream.index not in taken and now >= stream.next_due:
-                    frame = stream.feed.poll()
-                    if frame is not None:
-                        taken[stream.index] = frame
-                        stream.next_due = max(stream.next_due + stream.period, now) if stream.period else now
+                    key = id(stream.feed)
+                    if key not in polled:
+                        polled[key] = stream.feed.poll()
+                    if polled[key] is not None:
+                        self._take(stream, polled[key], taken, now)
             waiting = [s for s in self.streams if s.running and s.index not in taken and now >= s.next_due and s.feed.opened]
             if not taken or not waiting or self.gather_s == 0:
                 break
@@ -208,6 +224,15 @@ class StreamLoop:
             self._wake.wait(timeout=deadline - now)
             self._wake.clear()
         return [(s, taken[s.index]) for s in self.streams if s.index in taken]
+
+    @staticmethod
+    def _take(stream: Stream, frame: Frame, taken: dict[int, Frame], now: float) -> None:
+        try:
+            taken[stream.index] = stream.view(frame)
+        except SourceError as exc:  # a region outside its camera's frame: that region ends (_lifecycle)
+            stream.error = str(exc)
+            return
+        stream.next_due = max(stream.next_due + stream.period, now) if stream.period else now
 
     def _defend(self, batch: list[tuple[Stream, Frame]]) -> Iterator[Defended | StreamEvent]:
         try:
@@ -234,7 +259,7 @@ class StreamLoop:
                 age_ms = (now - frame.captured_at) * 1e3
                 stream.stats.add(outcome, age_ms)
                 yield Defended(stream, frame, outcome, age_ms)
-            if self.max_frames and stream.taken >= self.max_frames and stream.running:
+            if stream.max_frames and stream.taken >= stream.max_frames and stream.running:
                 yield from self._end(stream, "max_frames", {"frames": stream.taken})
 
     # ------------------------------------------------------------------------------- lifecycle
@@ -245,16 +270,20 @@ class StreamLoop:
                 stream.reported_open = True
                 yield StreamEvent(stream, "opened", {"source": feed.description})
             yield from self._gaps([stream])
-            if stream.running and feed.ended:
+            if stream.running and stream.error:
+                yield from self._end(stream, "failed", {"error": stream.error})
+            elif stream.running and feed.ended:
                 reason = ("lost" if feed.live else "failed") if feed.error else "end"
                 yield from self._end(stream, reason, {"error": feed.error} if feed.error else {})
             else:
                 yield from self._state_changes(stream)
 
     def _end(self, stream: Stream, reason: str, fields: dict[str, Any]) -> Iterator[StreamEvent]:
-        """End ``stream`` (its state, its alarm, then the ``ended`` event) and release its source."""
+        """End ``stream`` (its state, its alarm, then the ``ended`` event) and release its source unless another stream
+        (a region of the same camera) still reads it."""
         stream.end = reason
-        stream.feed.close()
+        if not any(s.running and s.feed is stream.feed for s in self.streams):
+            stream.feed.close()
         yield from self._state_changes(stream)
         yield StreamEvent(stream, "ended", {"reason": reason, **fields})
 
@@ -286,11 +315,12 @@ class StreamLoop:
             stream.reported_gaps = stats.gap_count
 
     def _close_all(self) -> None:
-        for stream in self.streams:
-            stream.feed.close()
+        feeds = {id(s.feed): s.feed for s in self.streams}.values()
+        for feed in feeds:
+            feed.close()
         deadline = time.monotonic() + CLOSE_WAIT_S
-        for stream in self.streams:
-            stream.feed.join(max(0.0, deadline - time.monotonic()))
+        for feed in feeds:
+            feed.join(max(0.0, deadline - time.monotonic()))
 
 
 def stream_many(sources: Sequence[str | StreamSpec | FrameSource], model: DefendedModel, *, options: SourceOptions | None = None,

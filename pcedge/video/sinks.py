@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..util.progress import progress
 from ..util import naming
-from .loop import Defended, Stream, StreamEvent
+from .streams import Defended, Stream, StreamEvent, StreamsChanged
 from .outputs import DisplayOutput, NullOutput, Output, open_output
 from .overlay import draw_overlay
 
@@ -33,6 +33,7 @@ class Sink:
 
     name = "sink"
     stop_requested = False  # set to end the whole run (a display window closed by its user)
+    order = 0  # where it sits in the chain: a sink reads what lower orders did with the same delivery
 
     def start(self, streams: Sequence[Stream]) -> None:
         """Called once before the first delivery, with every stream of the run."""
@@ -42,6 +43,12 @@ class Sink:
 
     def event(self, event: StreamEvent) -> None:
         """A stream's lifecycle event or a frame without a result."""
+
+    def streams_changed(self, change: StreamsChanged) -> None:
+        """Streams were added or removed while the run goes on (a reload); their events came before this."""
+
+    def config_reloaded(self, result: dict[str, Any]) -> None:
+        """A reload of the run's configuration was applied or refused (``result["result"]``: applied, refused)."""
 
     def stream_summary(self, stream: Stream) -> dict[str, Any]:
         """What this sink adds to one stream's summary (e.g. where its recording went)."""
@@ -62,7 +69,7 @@ class SinkChain:
     """Every delivery to every sink, a failing sink switched off (logged once) without touching the others."""
 
     def __init__(self, sinks: Sequence[Sink]) -> None:
-        self.sinks = list(sinks)
+        self.sinks = sorted(sinks, key=lambda sink: sink.order)  # stable: equal orders keep the given order
         self.failed: dict[str, str] = {}
 
     def start(self, streams: Sequence[Stream]) -> None:
@@ -74,6 +81,22 @@ class SinkChain:
 
     def event(self, event: StreamEvent) -> None:
         self._each("event", event)
+
+    def streams_changed(self, change: StreamsChanged) -> None:
+        self._each("streams_changed", change)
+
+    def config_reloaded(self, result: dict[str, Any]) -> None:
+        self._each("config_reloaded", result)
+
+    def add(self, sinks: Sequence[Sink], streams: Sequence[Stream]) -> None:
+        """Sinks that join a running chain (a reload restarted them), started with the streams running now."""
+        for sink in sinks:
+            sink.start(streams)
+        self.sinks = sorted(self.sinks + list(sinks), key=lambda sink: sink.order)
+
+    def remove(self, sinks: Sequence[Sink]) -> None:
+        """Sinks that leave a running chain; the caller drains and closes them (away from the loop's thread)."""
+        self.sinks = [sink for sink in self.sinks if sink not in sinks]
 
     @property
     def stop_requested(self) -> bool:
@@ -100,6 +123,13 @@ class SinkChain:
     def close(self, summary: dict[str, Any]) -> None:
         for sink in self.sinks:
             self._guarded(sink, "close", summary)
+
+    @classmethod
+    def finish(cls, sinks: Sequence[Sink]) -> None:
+        """Sinks that left a running chain deliver what they hold and close (a server frees its port)."""
+        for sink in sinks:
+            cls._guarded(sink, "drain")
+            cls._guarded(sink, "close", {})
 
     @staticmethod
     def _guarded(sink: Sink, method: str, *args: Any) -> None:
@@ -128,6 +158,9 @@ class PeopleLog(Sink):
 
     def start(self, streams: Sequence[Stream]) -> None:
         self._several = len(streams) > 1
+
+    def streams_changed(self, change: StreamsChanged) -> None:
+        self._several = self._several or len(change.streams) > 1  # names stay in the lines once there were several
 
     def _who(self, stream: Stream) -> str:
         return f" on {stream.name}" if self._several else ""
@@ -171,6 +204,9 @@ class StatusLine(Sink):
     def start(self, streams: Sequence[Stream]) -> None:
         self._streams = list(streams)
 
+    def streams_changed(self, change: StreamsChanged) -> None:
+        self._streams = list(change.streams)
+
     def _ensure_bar(self) -> Any:
         if self._bar is None:  # at the first delivery: the files are open and their lengths known
             lengths = [s.feed.length for s in self._streams]
@@ -208,23 +244,44 @@ class Recorder(Sink):
 
     name = "recording"
 
-    def __init__(self, targets: Sequence[str | None], names: Sequence[str], model: Any, *, fps_limit: float = 0.0,
+    def __init__(self, streams: Sequence[Stream], targets: Sequence[str | None], model: Any, *, fps_limit: float = 0.0,
                  show_masks: bool = True) -> None:
-        """Opens every output now, so a bad one is refused before the run starts (one window per stream, titled)."""
-        self.fps_limit, self.annotate = fps_limit, annotator(model, show_masks)
-        self.outputs: list[Output] = []
+        """Opens every output now, so a bad one is refused before the run starts (one window per stream, titled).
+        A stream's own ``spec.output`` and ``spec.show_masks`` win over ``targets`` and ``show_masks``."""
+        self.model, self.fps_limit, self.show_masks = model, fps_limit, show_masks
+        self.outputs: dict[int, Output] = {}
+        self._annotate: dict[int, Callable[[Defended], np.ndarray]] = {}
+        self._titled = len(streams) > 1
         try:
-            for target, name in zip(targets, names, strict=True):
-                self.outputs.append(open_output(target, fps=fps_limit, title=f"pcedge {name}" if len(names) > 1 else ""))
+            self._open(streams, targets)
         except BaseException:
-            for output in self.outputs:
-                output.close()
+            self.close({})
             raise
 
+    def _open(self, streams: Sequence[Stream], targets: Sequence[str | None]) -> None:
+        for stream, target in zip(streams, targets, strict=True):
+            spec = stream.spec
+            self.outputs[stream.index] = open_output(spec.output if spec.output is not None else target, fps=self.fps_limit,
+                                                     title=f"pcedge {stream.name}" if self._titled else "")
+            self._annotate[stream.index] = annotator(self.model, self.show_masks if spec.show_masks is None else spec.show_masks)
+
     def start(self, streams: Sequence[Stream]) -> None:
-        for stream, output in zip(streams, self.outputs, strict=True):
-            if not isinstance(output, NullOutput):
-                log.info("%soutput: %s", f"stream {stream.index} ({stream.name}) " if len(streams) > 1 else "", output.description)
+        for stream in streams:
+            self._announce(stream, several=len(streams) > 1)
+
+    def _announce(self, stream: Stream, several: bool) -> None:
+        output = self.outputs[stream.index]
+        if not isinstance(output, NullOutput):
+            log.info("%soutput: %s", f"stream {stream.index} ({stream.name}) " if several else "", output.description)
+
+    def streams_changed(self, change: StreamsChanged) -> None:
+        """Outputs for the streams added (their own ``output`` setting), closed for those removed."""
+        self._titled = True
+        for stream in change.removed:
+            self.outputs[stream.index].close()
+        self._open(change.added, [None] * len(change.added))
+        for stream in change.added:
+            self._announce(stream, several=True)
 
     def frame(self, item: Defended) -> None:
         output = self.outputs[item.stream.index]
@@ -232,7 +289,7 @@ class Recorder(Sink):
             return
         if not output.written:
             output.set_rate(self.fps_limit or item.stream.feed.fps or 30.0)
-        output.write(self.annotate(item))
+        output.write(self._annotate[item.stream.index](item))
         if isinstance(output, DisplayOutput) and output.quit_requested:
             self.stop_requested = True
 
@@ -241,7 +298,7 @@ class Recorder(Sink):
         return {"output": output.failed or f"{output.description}: {output.written} frames"}
 
     def close(self, summary: dict[str, Any]) -> None:
-        for output in self.outputs:
+        for output in self.outputs.values():
             output.close()
 
 

@@ -11,7 +11,7 @@ import time
 from typing import Any, Sequence
 
 from ..alarm import LEVELS
-from .loop import Stream
+from .streams import Stream
 
 
 def stream_status(stream: Stream, now: float | None = None) -> dict[str, Any]:

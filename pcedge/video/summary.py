@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 from ..alarm import LEVELS
 from ..result import FRAME_FAILURES
-from .loop import Stream
+from .streams import Stream
 
 
 def stream_summary(stream: Stream, extra: dict[str, Any]) -> dict[str, Any]:

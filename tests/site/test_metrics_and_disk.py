@@ -34,7 +34,10 @@ def test_metrics_scraped_during_the_run_match_its_log(region_onnx, alarm_clip, t
     scraped: list[tuple[int, dict[str, float]]] = []
 
     class ScrapeMidRun(Sink):
-        """Scrapes /metrics from inside the loop at frame 20 (the loop waits: the counters cannot move meanwhile)."""
+        """Scrapes /metrics from inside the loop at frame 20 (the loop waits: the counters cannot move meanwhile), after
+        the metrics sink has seen that frame."""
+
+        order = 5
 
         def __init__(self, metrics) -> None:
             self.metrics = metrics

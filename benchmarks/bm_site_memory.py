@@ -131,8 +131,12 @@ def main() -> None:
                       "rss_mb_last": [s["rss_mb"] for s in rows if s["phase"] == phase][-1],
                       "frame_lane_mb_max": max(s["frame_lane_mb"] for s in rows if s["phase"] == phase)}
               for phase in ("healthy", "disk hung", "recovered")}
+    hung = [(row["t"], row["rss_mb"]) for row in rows if row["phase"] == "disk hung"]
+    slope = float(np.polyfit([t for t, _ in hung], [r for _, r in hung], 1)[0]) * 60 if len(hung) > 2 else None
+    report["disk hung"]["rss_mb_per_minute"] = None if slope is None else round(slope, 2)  # a least-squares line
     report.update({"streams": args.streams, "block_seconds": args.block_seconds, "peak_rss_mb": process_memory_mb("VmHWM"),
-                   "dropped": recorder.dropped, "failed": recorder.failed, "episodes_written": recorder.written})
+                   "dropped": recorder.dropped, "failed": recorder.failed, "episodes_written": recorder.written,
+                   "snapshots_lost": recorder.snapshots_lost})
     print(json.dumps(report, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps({"report": report, "samples": rows}, indent=2) + "\n")

@@ -7,9 +7,10 @@ Every file is written under a temporary name and renamed when complete. The path
 begins, so the events on MQTT, webhooks and the live view carry them. ``DIR`` is pcedge's own
 (:mod:`pcedge.site.events_folder`): claimed at start, and retention deletes only the episodes pcedge wrote there.
 
-Memory is bounded in bytes: frames are scaled down and thinned to ``CLIP_FPS`` in the loop's thread *before* they
-are queued, the queue of frames holds at most ``capacity_bytes`` (the oldest dropped and counted), and each camera's
-ring holds ``clip_seconds`` of such frames. An episode's ``new`` and ``end`` travel in the control lane, never
+Memory is bounded in bytes: frames are scaled down and thinned in the loop's thread *before* they are queued, the
+queue of frames holds at most ``capacity_bytes`` (the oldest dropped and counted), and the cameras' rings together
+hold at most ``ring_bytes``: each keeps ``clip_seconds`` of frames at ``CLIP_FPS``, or fewer a second when that many
+cameras at that size would not fit (16 cameras at 640x360 with 5 s clips: about 3 frames a second). An episode's ``new`` and ``end`` travel in the control lane, never
 dropped. Retention runs before each episode is written and after its clip: beyond ``keep`` episodes or ``max_bytes``,
 or with less than ``min_free_bytes`` free on the disk, pcedge's oldest episodes go (so a full disk recovers as soon as
 old episodes can go); a write that fails all the same is counted (``failed``) and the run goes on.
@@ -22,12 +23,12 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 
 from ..util.files import write_json, writing
-from ..video.streams import Defended, Stream, StreamEvent
+from ..video.streams import Defended, Stream, StreamEvent, StreamsChanged
 from ..video.outputs import MIN_FREE_BYTES, VideoFileOutput, free_bytes
 from .episodes import Episode, EpisodeBook
 from .events_folder import StoredEpisode, claim, remove, stored_episodes
@@ -36,6 +37,7 @@ from .queued import QueuedSink
 log = logging.getLogger("pcedge.site")
 CLIP_WIDTH = 640
 CLIP_FPS = 10.0
+RING_BYTES = 192 << 20  # every camera's recent frames together (the clips' seconds before an alarm)
 CLIP_GRACE_S = 2.0  # how long after a clip's end its last frames may still be on their way
 
 
@@ -53,18 +55,25 @@ class EpisodeRecorder(QueuedSink):
     order = 2
 
     def __init__(self, folder: str | Path, book: EpisodeBook, *, clip_seconds: float = 5.0, keep: int = 1000,
-                 max_bytes: int = 2 << 30, min_free_bytes: int = MIN_FREE_BYTES, capacity_bytes: int = 32 << 20) -> None:
+                 max_bytes: int = 2 << 30, min_free_bytes: int = MIN_FREE_BYTES, capacity_bytes: int = 32 << 20,
+                 ring_bytes: int = RING_BYTES) -> None:
         self.folder = claim(folder)
         self.book, self.clip_seconds, self.keep, self.max_bytes = book, clip_seconds, keep, max_bytes
-        self.min_free_bytes = min_free_bytes
+        self.min_free_bytes, self.ring_bytes = min_free_bytes, ring_bytes
+        self._cameras = 1  # streams sharing the rings' bytes
         self.written = 0
+        self.snapshots_lost = 0
         self._stored: list[StoredEpisode] = stored_episodes(self.folder)  # finished episodes, oldest first (worker's)
         self._last_queued: dict[int, float] = {}  # stream index -> capture time of its newest frame queued for clips
         self._rings: dict[str, deque[tuple[float, Defended]]] = {}
         self._clips: dict[str, _Clip] = {}
         super().__init__("events on disk", capacity_bytes, close_timeout_s=30.0)
 
+    def streams_changed(self, change: StreamsChanged) -> None:
+        self._cameras = max(1, len(change.streams))
+
     def start(self, streams: Sequence[Stream]) -> None:
+        self._cameras = max(1, len(streams))
         log.info("alarm episodes: %s (snapshot, %.0f s clip either side, record; %d kept here from earlier runs)", self.folder,
                  self.clip_seconds, len(self._stored))
 
@@ -74,7 +83,7 @@ class EpisodeRecorder(QueuedSink):
         if transition is not None and transition.kind == "new":
             self._name_files(transition.episode)
             self.put_control(("new", transition.episode))
-        if self.clip_seconds > 0 and item.frame.captured_at - self._last_queued.get(item.stream.index, 0.0) >= 1.0 / CLIP_FPS:
+        if self.clip_seconds > 0 and item.frame.captured_at - self._last_queued.get(item.stream.index, 0.0) >= self._interval(item):
             self._last_queued[item.stream.index] = item.frame.captured_at
             small = _small(item)
             self.put(("frame", small), small.frame.image.nbytes)
@@ -85,6 +94,13 @@ class EpisodeRecorder(QueuedSink):
         transition = self.book.transition(event)
         if transition is not None:
             self.put_control(("end", transition.episode))
+
+    def _interval(self, item: Defended) -> float:
+        """Seconds between a camera's clip frames: 1 / CLIP_FPS, or longer so that every camera's ring fits ``ring_bytes``."""
+        height, width = item.frame.image.shape[:2]
+        scale = min(1.0, CLIP_WIDTH / width)
+        frame_bytes = int(width * scale) * int(height * scale) * 3
+        return max(1.0 / CLIP_FPS, self._cameras * self.clip_seconds * frame_bytes / self.ring_bytes)
 
     def _name_files(self, episode: Episode) -> None:
         folder = self.folder / episode.camera / episode.id
@@ -106,6 +122,9 @@ class EpisodeRecorder(QueuedSink):
                 clip.ended = True
             else:
                 self._finished(payload)
+
+    def report(self) -> dict[str, Any]:
+        return {**super().report(), **({"snapshots_lost": self.snapshots_lost} if self.snapshots_lost else {})}
 
     def drain(self) -> None:
         super().drain()
@@ -141,8 +160,13 @@ class EpisodeRecorder(QueuedSink):
             self._write_clip(self._clips.pop(episode.camera))
         self._retain(incoming=1)
         Path(episode.paths["record"]).parent.mkdir(parents=True, exist_ok=True)
-        with writing(episode.paths["snapshot"]) as tmp:
-            Path(tmp).write_bytes(episode.snapshot())
+        jpeg = episode.snapshot()
+        if jpeg:
+            with writing(episode.paths["snapshot"]) as tmp:
+                Path(tmp).write_bytes(jpeg)
+        else:  # the disk was away so long that the book let the snapshot go: the record says there is none
+            episode.paths.pop("snapshot", None)
+            self.snapshots_lost += 1
         write_json(episode.paths["record"], episode.as_event("new"))
         self.written += 1
         if self.clip_seconds > 0:

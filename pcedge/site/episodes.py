@@ -56,12 +56,20 @@ class Episode:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self, quality: int = 85) -> bytes:
-        """The annotated frame that raised the alarm, as JPEG bytes (drawn and encoded once, on first use)."""
+        """The annotated frame that raised the alarm, as JPEG bytes (drawn and encoded once, on first use); b"" once
+        the episode has left the book's recent ones (:meth:`forget_snapshot`)."""
         with self._lock:
-            if self._jpeg is None:
+            if self._jpeg is None and self.raised_by is not None:
                 ok, data = cv2.imencode(".jpg", self.annotate(self.raised_by), [cv2.IMWRITE_JPEG_QUALITY, quality])
                 self._jpeg, self.raised_by = (data.tobytes() if ok else b""), None
-            return self._jpeg
+            return self._jpeg or b""
+
+    def forget_snapshot(self) -> None:
+        """Free the JPEG of an episode that ended long ago: a publisher still holding the episode (a disk or broker that
+        hung for an hour) must not hold every snapshot since; it gets b"" (and says so) instead."""
+        with self._lock:
+            if self.end_time is not None:
+                self._jpeg, self.raised_by = b"", None
 
     def as_event(self, kind: str) -> dict[str, Any]:
         """The episode as the ``events`` payload (Frigate's ``new`` / ``end`` shape, flattened)."""
@@ -133,6 +141,8 @@ class EpisodeBook(Sink):
                           list(result.disagreers), item, self.annotate)
         self.open[item.stream.index] = episode
         with self._lock:
+            if len(self.recent) == self.recent.maxlen and self.recent[0].end_time is not None:
+                self.recent[0].forget_snapshot()  # it leaves the book now: memory stays bounded by RECENT snapshots
             self.recent.append(episode)
         return episode
 

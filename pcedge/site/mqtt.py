@@ -122,7 +122,7 @@ class MqttPublisher(QueuedSink):
         transition = self.book.transition(item)
         if transition is not None and transition.kind == "new":
             self.put_control(("retain", camera, "alarm", "ON"))
-            self.put_control(("snapshot", camera, transition.episode))
+            self.put_latest(("snapshot", camera), ("snapshot", camera, transition.episode))  # only the newest is retained
             self._put_episode(transition.kind, transition.episode)
         if item.result.level != self._level_seen.get(camera):
             self._level_seen[camera] = item.result.level
@@ -177,7 +177,9 @@ class MqttPublisher(QueuedSink):
             self._retain(camera, key, value)
         elif kind == "snapshot":
             _, camera, episode = item
-            self._retain(camera, "snapshot", episode.snapshot())
+            jpeg = episode.snapshot()
+            if jpeg:
+                self._retain(camera, "snapshot", jpeg)
         elif kind == "publish":
             self._publish(item[1], item[2])
         elif kind == "stats":

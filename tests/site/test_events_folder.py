@@ -16,7 +16,7 @@ import pytest
 from pcedge.errors import ConfigError
 from pcedge.site.build import SiteOptions, site_sinks
 from pcedge.site.events_folder import MARKER, claim, stored_episodes
-from pcedge.video import RunOptions, SourceOptions, run
+from pcedge.video import RunOptions, Sink, SourceOptions, run
 from tests.site.conftest import CLEAN, PATCHED, defended
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,3 +135,28 @@ def test_a_full_disk_recovers_by_deleting_pcedges_oldest_episodes(small_disk, re
     assert 1 <= len(gone) < len(old) and gone == old[: len(gone)], "the oldest went first, only as many as needed"
     newest = stored_episodes(events)[-1].folder
     assert {p.name for p in newest.iterdir()} == {"episode.json", "snapshot.jpg", "clip.mp4"}
+
+
+def test_episodes_the_book_forgot_keep_no_snapshot_in_memory(region_onnx, alarm_clip, monkeypatch):
+    """A disk or broker away for hours holds every episode since in its queue: only the book's recent ones keep their
+    JPEG, so memory stays bounded by RECENT snapshots, whatever the queues hold."""
+    from pcedge.site import episodes
+    from pcedge.video.sinks import annotator
+
+    monkeypatch.setattr(episodes, "RECENT", 2)
+    with defended(region_onnx) as pc:
+        book = episodes.EpisodeBook(annotator(pc))
+        held: list = []
+
+        class Holder(Sink):
+            order = 2
+
+            def frame(self, item):
+                transition = book.transition(item)
+                if transition is not None and transition.kind == "new":
+                    held.append(transition.episode)  # as a hung publisher's queue would
+
+        summary = run(pc, [f"door={alarm_clip}"], SourceOptions(loop=True), RunOptions(max_frames=4 * (2 * CLEAN + PATCHED)),
+                      sinks=[book, Holder()])
+    assert summary["alarms_raised"] == 4 and len(held) == 4
+    assert [bool(e.snapshot()) for e in held] == [False, False, True, True]

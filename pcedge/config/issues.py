@@ -40,7 +40,7 @@ def validate_document(doc: Document, *, flags: Mapping[KeyPath, str] | None = No
                 continue  # a value that could not be read: its own issue says why
             if not path and collisions:
                 continue  # the model's first collision: reported per stream below
-            issues.append(_issue(doc, flags, path or ("cameras",), error))
+            issues.append(_issue(doc, flags, path, error))
     else:
         if not issues:
             return config
@@ -52,7 +52,7 @@ def _issue(doc: Document, flags: Mapping[KeyPath, str], path: KeyPath, error: Ma
     message = _message(error, path, shown=not _secret_at(path) and path not in doc.hidden)
     if flag:
         return ConfigIssue(dotted(path), None, f"{flag}: {message}")
-    return ConfigIssue(dotted(path), doc.line(path), message)
+    return ConfigIssue(dotted(path), doc.line(path) if path else None, message)
 
 
 def _message(error: Mapping[str, Any], path: KeyPath, *, shown: bool) -> str:

@@ -84,8 +84,8 @@ def parse_document(text: str, source: str) -> Document:
     try:
         data = reader.value(node, ())
     except _TooLarge:
-        reader.issue((), node, f"the file expands to more than {MAX_VALUES} values (through aliases): not a configuration")
-        data = {}
+        return Document(source, None, issues=[ConfigIssue("", None, f"the file expands to more than {MAX_VALUES} values "
+                                                                    "(through aliases): not a configuration")])
     return reader.document(data)
 
 

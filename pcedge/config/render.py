@@ -49,12 +49,26 @@ def render_config(config: RunConfig, *, secret_files: Mapping[KeyPath, str] | No
     """:func:`config_to_yaml` with its variables; ``masked``: for people (not loadable); ``defaults``: every key."""
     writer = _Writer(dict(secret_files or {}), masked)
     data = writer.value(config.model_dump(mode="python", exclude_defaults=not defaults), ())
-    plain = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1 << 20, default_flow_style=False)
+    plain = dump_yaml(data)
     text = _commented(plain, writer) if not masked else plain
     notes = "".join(f"#   {name}: {', '.join(writer.places[name])}\n" for name in writer.variables)
     if notes:
         notes = "# set in pcedge's environment (systemd: Environment= or EnvironmentFile=):\n" + notes
     return Rendered(header + notes + text, dict(writer.variables), dict(writer.places))
+
+
+class _Dumper(yaml.SafeDumper):
+    """Text with a line break in it is written double-quoted, with escapes: on one line, and read back as it was
+    (PyYAML writes a lone NEL, U+0085, raw in a plain or single-quoted scalar, where it reads as a line break)."""
+
+
+_Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", text, style='"' if any(ch in text for ch in "\r\n\x85\u2028\u2029") else None))
+
+
+def dump_yaml(data: Any, *, flow: bool = False) -> str:
+    """``data`` as YAML: keys in their order, text as written (not escaped to ASCII), one scalar per line."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1 << 20, default_flow_style=flow)
 
 
 class _Writer:

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from ..util.naming import check_unique, parse_source
 from .models import Defaults, LoggingConfig, MaskConfig, ModelConfig, RegionConfig, RunConfig
-from .render import HEADER, Rendered, render_config
+from .render import HEADER, Rendered, dump_yaml, render_config
 from .schema import TITLE
 
 
@@ -65,7 +65,7 @@ def starter_config(cameras: list[str], model: str = "model.onnx") -> Rendered:
 
 
 def _dump(data: dict, indent: int, model: type[BaseModel] | None = None) -> list[str]:
-    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1 << 20, default_flow_style=False)
+    text = dump_yaml(data)
     lines = [" " * indent + line for line in text.splitlines()]
     if model is not None and len(data) == 1:
         lines[0] = _with_comment(lines[0], _describe(model, next(iter(data))))
@@ -77,7 +77,7 @@ def _commented(model: type[BaseModel], keys: dict[str, Any], indent: int) -> lis
     lines = []
     for key, example in keys.items():
         shown = model.model_fields[key].get_default(call_default_factory=True) if example is None else example
-        value = yaml.safe_dump({key: shown}, default_flow_style=True, width=1 << 20).strip()[1:-1]
+        value = dump_yaml({key: shown}, flow=True).strip()[1:-1]
         lines.append(_with_comment(" " * indent + f"# {value}", _describe(model, key)))
     return lines
 

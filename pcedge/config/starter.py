@@ -18,6 +18,21 @@ from .render import HEADER, Rendered, dump_yaml, render_config
 from .schema import TITLE
 
 
+SINKS_TITLE = "# the site's sinks, each off until its section is given:"
+SINK_EXAMPLES = (
+    ("mqtt:", ""), ("  url: mqtt://pcedge@broker.lan", "publish alarms, levels, snapshots, stats"),
+    ("  password: ${PCEDGE_MQTT_PASSWORD}", "or password_file: mqtt_password"),
+    ("  discovery: true", "announce each camera to Home Assistant"),
+    ("webhooks:", ""), ("  - url: ${PCEDGE_WEBHOOK_URL}", "its path is often its secret"),
+    ("    secret_file: webhook_secret", "signs each body"),
+    ("metrics:", ""), ("  listen: 9108", "Prometheus at 127.0.0.1:9108/metrics"),
+    ("web:", ""), ("  listen: 8080", "the live view; an address other than loopback needs a token"),
+    ("  token_file: web_token", "every request must carry it; it guards /metrics too"),
+    ("events:", ""), ("  folder: /var/lib/pcedge/events", "snapshot, clip and record of each alarm episode"),
+)
+"""The sinks' sections, written commented out (each line and its comment)."""
+
+
 def starter_config(cameras: list[str], model: str = "model.onnx") -> Rendered:
     """The starter text for ``cameras`` (``NAME=URI`` or a bare URI each) and ``model``; a camera's password in its
     URI becomes a ``${PCEDGE_<CAMERA>_PASSWORD}`` variable (in ``variables``)."""
@@ -46,21 +61,7 @@ def starter_config(cameras: list[str], model: str = "model.onnx") -> Rendered:
                       "    #   sign:",
                       _with_comment("    #     box: [0.25, 0.1, 0.5, 0.3]", _describe(RegionConfig, "box"))]
     lines += ["", "# logging:", *_commented(LoggingConfig, {"log": "frames.jsonl", "level": None}, 2), "",
-              "# the site's sinks, each off until its section is given:",
-              "# mqtt:",
-              "#   url: mqtt://pcedge@broker.lan",
-              "#   password: ${PCEDGE_MQTT_PASSWORD}         # or password_file: mqtt_password",
-              "#   discovery: true                           # Home Assistant",
-              "# webhooks:",
-              "#   - url: ${PCEDGE_WEBHOOK_URL}              # its path is often its secret",
-              "#     secret_file: webhook_secret             # signs each body",
-              "# metrics:",
-              "#   listen: 9108                              # Prometheus at 127.0.0.1:9108/metrics",
-              "# web:",
-              "#   listen: 8080                              # the live view; another host than loopback needs a token",
-              "#   token_file: web_token",
-              "# events:",
-              "#   folder: /var/lib/pcedge/events            # snapshot, clip and record of each alarm episode"]
+              SINKS_TITLE, *[_with_comment(f"# {line}", comment) for line, comment in SINK_EXAMPLES]]
     return Rendered("\n".join(lines) + "\n", rendered.variables, rendered.places)
 
 

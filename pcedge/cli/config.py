@@ -20,7 +20,7 @@ log = logging.getLogger("pcedge")
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"check": check, "schema": schema, "from-args": from_args, "init": init}[args.config_command](args)
+    return {"check": check, "schema": schema, "from-args": from_command_line, "init": init}[args.config_command](args)
 
 
 def check(args: argparse.Namespace) -> int:
@@ -68,7 +68,7 @@ def run_parser() -> argparse.ArgumentParser:
     from . import run as run_command
     from ..config.flags import add_config_option
 
-    parser = argparse.ArgumentParser(prog="pcedge run", formatter_class=Formatter, add_help=False)
+    parser = argparse.ArgumentParser(prog="pcedge run", formatter_class=Formatter)
     run_command.add_options(parser)
     if "--config" not in parser._option_string_actions:  # pcedge run's parser may already have it
         add_config_option(parser)
@@ -76,15 +76,15 @@ def run_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def from_args(args: argparse.Namespace) -> int:
+def from_command_line(args: argparse.Namespace) -> int:
     """The file equivalent of a ``pcedge run`` command line."""
-    from ..config.flags import from_args as config_from_args
+    from ..config.flags import from_args
     from ..config.render import render_config
 
     flags = args.flags[1:] if args.flags[:1] == ["--"] else args.flags
     if not flags:
         raise ConfigError("give pcedge run's flags after --, e.g. pcedge config from-args -- --model m.onnx --source 0")
-    result = config_from_args(run_parser().parse_args(flags))
+    result = from_args(run_parser().parse_args(flags))
     rendered = render_config(result.config, secret_files=result.secret_files)
     _write(rendered.text, args.out, force=args.force)
     for name, places in rendered.places.items():

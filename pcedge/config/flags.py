@@ -130,14 +130,14 @@ FLAGS: tuple[FlagKey, ...] = (
     FlagKey("--events-keep", "events.keep"),
     FlagKey("--events-max-mb", "events.max_mb"),
 )
-"""Every ``pcedge run`` flag, in the order ``pcedge run --help`` lists them (tests check it is all of them)."""
+"""Every ``pcedge run`` flag (tests check it is all of them, and that each flag's default is its key's); -q, -v and
+--debug, shared by every command, fill ``logging.level``."""
 
 SECTION_FLAGS = {"mqtt": "--mqtt", "metrics": "--metrics", "web": "--web", "events": "--events"}
 """The sections a run may leave out, and the flag that makes each (the one that fills its required key)."""
 SECRET_VARIABLES = (("PCEDGE_MQTT_PASSWORD", "mqtt", "password"), ("PCEDGE_WEBHOOK_SECRET", "webhooks", "secret"),
                     ("PCEDGE_WEB_TOKEN", "web", "token"))
 """The variables a command line's secrets fall back to (a file names the variables it reads instead)."""
-LOG_LEVEL_FLAGS = "-q, -v, -vv, --debug"
 
 
 # ------------------------------------------------------------------------------------------------ the parser
@@ -345,14 +345,14 @@ class _Flags:
         """The token and host names of the web view, which guard /metrics too (metrics' own without a web view)."""
         section = next((s for s in ("web", "metrics") if isinstance(self.data.get(s), dict)), None)
         token = self.secret("--web-token", "PCEDGE_WEB_TOKEN", ("web", "token"), value=True)
-        typed_token = {"web_token", "web_token_file"} & self.typed
-        flag = "--web-token-file" if "web_token_file" in self.typed else "--web-token"
-        for value, path, given, name in ((token, "token", typed_token, flag), (self.typed_value("web_host"), "hosts",
-                                                                               "web_host" in self.typed, "--web-host")):
-            if value and section:
-                self.set(name, (section, path), value)
-            elif given and not section:
-                self.problem(("web", path), f"{name} guards --web and --metrics: give one of them")
+        token_flag = "--web-token-file" if "web_token_file" in self.typed else "--web-token"
+        hosts = self.typed_value("web_host")
+        for flag, key, value, typed in ((token_flag, "token", token, bool({"web_token", "web_token_file"} & self.typed)),
+                                        ("--web-host", "hosts", hosts, hosts is not None)):
+            if section and value:
+                self.set(flag, (section, key), value)
+            elif typed and not section:
+                self.problem(("web", key), f"{flag} guards --web and --metrics: give one of them")
         if section:
             self.note_file("web_token_file", (section, "token"))
 

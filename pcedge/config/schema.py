@@ -19,7 +19,7 @@ TITLE = "pcedge run configuration"
 _FROM_ENVIRONMENT = {"type": "string", "pattern": r"\$\{PCEDGE_[A-Za-z0-9_]+(:[^}]*)?\}",
                      "description": "${PCEDGE_NAME} or ${PCEDGE_NAME:default}: read from the environment"}
 _SUBSCHEMA_LISTS = ("anyOf", "allOf", "oneOf", "prefixItems")
-_SUBSCHEMAS = ("additionalProperties", "items", "not")
+_SUBSCHEMAS = ("additionalProperties", "items")
 
 
 def json_schema() -> dict[str, Any]:

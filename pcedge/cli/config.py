@@ -132,7 +132,9 @@ PARSER = dict(
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="config_command", metavar="{check,schema,from-args,init}", required=True)
+    sub = p.add_subparsers(dest="config_command", metavar="{check,schema,from-args,init}", required=True,
+                           help="check: validate a file; schema: its JSON schema; from-args: a command line as a file; "
+                                "init: a starter file")
     check_p = sub.add_parser("check", formatter_class=p.formatter_class, help="validate a file: every error with its path "
                              "and line, or the effective configuration (secrets masked) and the streams it runs",
                              epilog="examples:\n  pcedge config check site.yml\n  pcedge config check site.yml --json | jq .errors")

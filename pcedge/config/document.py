@@ -63,17 +63,18 @@ class Document:
 
 def parse_document(text: str, source: str) -> Document:
     """``text`` (YAML) as a :class:`Document`; its ``issues`` list every problem found (empty: all read)."""
-    reader = _Reader(text, source)
     try:
+        reader = _Reader(text, source)  # the text's characters are checked here
         node = reader.loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join(p for p in (exc.context, exc.problem) if p)
         return Document(source, None, issues=[ConfigIssue("", mark.line + 1 if mark else None, f"YAML syntax: {problem}")])
-    except yaml.YAMLError as exc:  # a reader error (a character YAML does not allow) has a position, not a mark
-        return Document(source, None, issues=[ConfigIssue("", None, f"YAML: {exc}")])
-    finally:
-        reader.loader.dispose()
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow: a position, not a mark
+        line = text[: exc.position].count("\n") + 1
+        return Document(source, None, issues=[ConfigIssue("", line, f"YAML: the character U+{ord(exc.character) if isinstance(exc.character, str) else exc.character:04X} "
+                                                                    "is not allowed in a YAML file")])
+    reader.loader.dispose()
     if node is None:
         return Document(source, None, issues=[ConfigIssue("", None, "the file is empty: a configuration needs at least model: "
                                                                    "and cameras: (pcedge config init writes a starter)")])

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import ConfigError, ConfigFileError, ConfigIssue
+from ..errors import ConfigError, ConfigIssue, InternalError
 from ..site.endpoints import parse_broker
 from ..util.naming import parse_source
 from ..util.redact import redact
@@ -193,7 +193,7 @@ def from_args(args: argparse.Namespace) -> FromArgs:
     """:func:`run_config_from_args`, keeping where the secrets came from."""
     typed = getattr(args, TYPED, None)
     if typed is None:
-        raise TypeError("args come from a parser without add_config_option(): which flags were typed is unknown")
+        raise InternalError("args come from a parser without add_config_option(): which flags were typed is unknown")
     file = getattr(args, "config", None)
     if file:
         doc = read_document(file)

@@ -12,7 +12,7 @@ from pcedge.cli import build_parser
 from pcedge.cli.config import run_parser
 from pcedge.config.flags import FLAGS, SECTION_FLAGS, TYPED, add_config_option, from_args, run_config_from_args
 from pcedge.config.models import RunConfig
-from pcedge.errors import ConfigError, ConfigFileError
+from pcedge.errors import ConfigError, ConfigFileError, InternalError
 
 NOT_RUN_FLAGS = {"help", "config", "quiet", "verbose", "debug"}
 
@@ -217,5 +217,5 @@ def test_pcedge_run_parser_records_typed_flags_through_the_subcommand(write):
 def test_args_from_an_unprepared_parser_are_refused():
     import argparse
 
-    with pytest.raises(TypeError, match="add_config_option"):
+    with pytest.raises(InternalError, match="add_config_option"):
         run_config_from_args(argparse.Namespace(config=None))

@@ -72,6 +72,7 @@ BAD = [  # (text, path, line, words in the message)
     ("model: {path: m.onnx}\ncameras:\n  door: {source: x}\nweb:\n  listen: 99999\n", "web.listen", 5, "0 to 65535"),
     ("model: {path: m.onnx}\ncameras:\n  door: {source: x, enabled: false}\n", "", None, "no camera is enabled"),
     ("- model\n- cameras\n", "", 1, "must be a mapping of sections"),
+    ("model: {path: m.onnx}\ncameras:\n  door: {source: \"x\x01\"}\n", "", 3, "the character U+0001 is not allowed"),
     ("model: {path: m.onnx}\n---\ncameras: {}\n", "", 2, "single document"),
     ("model: {path: m.onnx}\ncameras:\n  door: {source: !env DOOR}\n", "cameras.door.source", 3, "tag !env is not allowed"),
     ("model: {path: m.onnx}\ncameras:\n  door: {source: x}\ndefaults:\n  alarm: 2/4\n  alarm: 3/5\n", "defaults.alarm", 6,

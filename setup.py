@@ -131,7 +131,8 @@ setup(
         "export": ["torch>=2.1", "onnx>=1.15", "onnxscript"],
         "trt": ["tensorrt>=10.0", "cuda-python>=12.0"],
         "triton": ["tritonclient[grpc]>=2.50"],  # triton:// clients and pcedge triton repo; the server brings its own Python
-        "site": ["paho-mqtt>=2.0", "prometheus-client>=0.17", "aiohttp>=3.9"],  # pcedge run --mqtt, --webhook, --metrics, --web
+        "config": ["pydantic>=2", "PyYAML>=6"],  # pcedge run --config FILE, pcedge config
+        "site": ["paho-mqtt>=2.0", "prometheus-client>=0.17", "aiohttp>=3.9", "pydantic>=2", "PyYAML>=6"],  # pcedge run --mqtt, --webhook, --metrics, --web, --config
         "dev": ["pytest>=7", "hypothesis>=6.80"],
     },
     entry_points={"console_scripts": ["pcedge=pcedge.cli:main"]},

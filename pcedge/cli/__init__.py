@@ -21,7 +21,7 @@ from .options import EXIT_CODES, Formatter
 
 log = logging.getLogger("pcedge")
 
-COMMANDS = ("masks", "export", "inspect", "predict", "run", "certify", "finetune", "bench", "quantize", "triton", "doctor")
+COMMANDS = ("masks", "export", "inspect", "predict", "run", "config", "certify", "finetune", "bench", "quantize", "triton", "doctor")
 """The subcommands, in the order ``pcedge --help`` lists them: each is the module ``pcedge.cli.<name>`` with
 ``PARSER`` (its help, description and examples), ``add_options(parser)`` and ``run(args) -> exit code`` (a new command is one new module and one name here)."""
 

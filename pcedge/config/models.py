@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..masks import check_patch_text
 from ..preprocess import INTERPOLATIONS
 from ..runtime.backends import MODEL_FILE_BACKENDS
+from ..site.endpoints import parse_broker, parse_listen, parse_webhook
 from ..util.naming import check_unique
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.-]*$"
@@ -26,7 +27,8 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.-]*$"
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # a number where text belongs is the text (YAML reads `listen: 8080`, `source: 0` and `patch: 32` as numbers)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
 def _checked(check: Any, value: Any) -> Any:
@@ -34,7 +36,7 @@ def _checked(check: Any, value: Any) -> Any:
     try:
         check(value)
     except ConfigError as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(str(exc).strip()) from None
     return value
 
 
@@ -194,16 +196,35 @@ class MqttConfig(Section):
     discovery: bool = Field(False, description="announce each camera to Home Assistant (--mqtt-discovery)")
     stats_interval: float = Field(60.0, ge=0, description="seconds between stats messages (--stats-interval)")
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _checked(lambda url: parse_broker(url, flag=""), value)
+
 
 class WebhookConfig(Section):
     url: SecretStr = Field(description="POST each episode's start and end here (--webhook); its path may be its secret")
     secret: SecretStr | None = Field(None, description="sign bodies with it (--webhook-secret-file)")
     timeout: float = Field(5.0, gt=0, description="seconds one delivery attempt may take")
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: SecretStr) -> SecretStr:
+        return _checked(lambda url: parse_webhook(url.get_secret_value(), flag=""), value)
+
+
+def _check_listen(value: str) -> str:
+    return _checked(lambda text: parse_listen(text, flag=""), value)
+
 
 class MetricsConfig(Section):
     listen: str = Field(description="[HOST:]PORT of /metrics (--metrics)")
-    token: SecretStr | None = Field(None, description="every scrape must carry it (default: web.token); needed beyond loopback")
+    token: SecretStr | None = Field(None, description="without a web: section, the token every /metrics request must "
+                                                      "carry (--web-token-file); with one, web.token guards both")
+    hosts: list[str] = Field(default_factory=list, description="without a web: section, names besides loopback to "
+                                                                "answer to (--web-host)")
+
+    _listen = field_validator("listen")(_check_listen)
 
 
 class WebConfig(Section):
@@ -211,6 +232,8 @@ class WebConfig(Section):
     token: SecretStr | None = Field(None, description="every request must carry it (--web-token-file; $PCEDGE_WEB_TOKEN); "
                                                       "it also guards --metrics")
     hosts: list[str] = Field(default_factory=list, description="names besides loopback to answer to (--web-host)")
+
+    _listen = field_validator("listen")(_check_listen)
 
 
 class EventsConfig(Section):
@@ -237,12 +260,17 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _names_apart(self) -> "RunConfig":
         """Camera and region names whose slugs collide would merge topics, tiles, folders and series."""
-        if self.web and self.metrics and self.web.token and self.metrics.token and self.web.token != self.metrics.token:
-            raise ValueError("web.token and metrics.token differ: the web token guards metrics too; give one")
         names = self.stream_names()
         if not names:
             raise ValueError("no camera is enabled: a run needs at least one (to stop pcedge, stop its service)")
         _checked(lambda n: check_unique(n, how_to_rename="rename one under cameras:"), names)
+        return self
+
+    @model_validator(mode="after")
+    def _one_token(self) -> "RunConfig":
+        """One token and one host list guard the web view and /metrics alike (web's, when there is a web: section)."""
+        if self.web is not None and self.metrics is not None and (self.metrics.token is not None or self.metrics.hosts):
+            raise ValueError("with a web: section, web.token and web.hosts guard /metrics too: set them there, not under metrics:")
         return self
 
     def stream_names(self) -> list[str]:

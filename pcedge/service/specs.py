@@ -87,11 +87,13 @@ def site_options(config: RunConfig) -> SiteOptions:
         m = config.mqtt
         options.mqtt, options.mqtt_password, options.mqtt_prefix = m.url, secret(m.password), m.prefix
         options.mqtt_client_id, options.mqtt_discovery, options.stats_interval_s = m.client_id, m.discovery, m.stats_interval
+    guard = config.web or config.metrics  # one token and one host list guard both (the web's when there is one)
+    if guard:
+        options.web_token, options.web_hosts = secret(guard.token), list(guard.hosts)
     if config.metrics:
-        options.metrics, options.web_token = config.metrics.listen, secret(config.metrics.token)
+        options.metrics = config.metrics.listen
     if config.web:
-        options.web, options.web_hosts = config.web.listen, list(config.web.hosts)
-        options.web_token = secret(config.web.token) or options.web_token
+        options.web = config.web.listen
     if config.events:
         e = config.events
         options.events, options.clip_seconds, options.events_keep, options.events_max_mb = e.folder, e.clip_seconds, e.keep, e.max_mb
@@ -102,4 +104,4 @@ def site_sections(config: RunConfig) -> dict[str, Any]:
     """What each site section's sinks are built from: a section whose value changed is rebuilt by a reload."""
     web = config.web
     return {"events": config.events, "mqtt": (config.mqtt, web and web.listen), "webhooks": config.webhooks,
-            "metrics": (config.metrics, web and (web.token, web.hosts)), "web": (web, config.metrics and config.metrics.token)}
+            "metrics": (config.metrics, web and (web.token, web.hosts)), "web": web}

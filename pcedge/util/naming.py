@@ -50,6 +50,15 @@ def default_name(uri: str, index: int) -> str:
     return (path.stem if path.suffix else path.name) or f"stream{index}"
 
 
+def parse_source(text: str, index: int) -> tuple[str, str]:
+    """``name=URI`` as (name, URI); a bare URI (``=`` inside a URL or pipeline, or no name before it) gets
+    :func:`default_name`. ``index`` is the source's place among the run's sources."""
+    name, sep, uri = text.partition("=")
+    if sep and name and "/" not in name and ":" not in name:
+        return name, uri
+    return default_name(text, index), text
+
+
 def check_unique(names: Sequence[str], *, how_to_rename: str = "--source NAME=URI") -> None:
     """Refuse streams whose names or slugs collide, naming both and the way to tell them apart."""
     seen: dict[str, str] = {}

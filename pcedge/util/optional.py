@@ -28,6 +28,8 @@ HINTS = {
     "paho": "pip install 'patchcleanser-edge[site]' (paho-mqtt)",
     "prometheus_client": "pip install 'patchcleanser-edge[site]' (prometheus-client)",
     "aiohttp": "pip install 'patchcleanser-edge[site]' (aiohttp)",
+    "pydantic": "pip install 'patchcleanser-edge[config]' (pydantic 2; [site] has it too)",
+    "yaml": "pip install 'patchcleanser-edge[config]' (PyYAML; [site] has it too)",
 }
 
 

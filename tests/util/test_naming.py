@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from pcedge.errors import ConfigError
 from pcedge.video.loop import StreamSpec, parse_streams
-from pcedge.util.naming import check_unique, default_name, slug
+from pcedge.util.naming import check_unique, default_name, parse_source, slug
 
 
 @pytest.mark.parametrize("uri,name", [
@@ -44,3 +44,11 @@ def test_two_cameras_with_the_same_path_on_hosts_named_alike_are_refused():
     specs = parse_streams(["rtsp://10.0.0.7/live.sdp", "rtsp://10.0.0.8/live.sdp"])
     assert [s.name for s in specs] == ["10.0.0.7-live.sdp", "10.0.0.8-live.sdp"]
     assert parse_streams(["a=x.mp4", StreamSpec("y.mp4", "b")])[1].name == "b"
+
+
+@pytest.mark.parametrize("text", ["door=rtsp://10.0.0.5/s1", "Front Door=0", "rtsp://u:p@h/x?a=b", "clip.mp4",
+                                  "gst:rtspsrc location=rtsp://h/x ! appsink", "a/b=c.mp4", "http://h/x=y"])
+def test_a_config_reads_a_source_as_the_stream_loop_does(text):
+    """``name=URI`` or a bare URI, read by pcedge.config (without OpenCV) exactly as StreamSpec.parse reads it."""
+    spec = StreamSpec.parse(text, 2)
+    assert parse_source(text, 2) == (spec.name, spec.uri)

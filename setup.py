@@ -123,7 +123,7 @@ setup(
     cmdclass={"build_ext": BuildExtWithCuda},
     # OpenCV and ONNX Runtime are extras, not requirements: on a Jetson, pip's OpenCV would shadow JetPack's (which
     # has GStreamer, the only way to CSI cameras), and onnxruntime beside onnxruntime-gpu hides the GPU providers.
-    install_requires=["numpy>=1.21", "tqdm>=4.60"],
+    install_requires=["numpy>=1.21", "tqdm>=4.60", "pydantic>=2", "PyYAML>=6"],  # pcedge run always executes a validated config
     extras_require={
         "cpu": ["onnxruntime>=1.16", "opencv-python-headless>=4.6"],  # desktops and servers without a GPU
         "gpu": ["onnxruntime-gpu>=1.16", "opencv-python-headless>=4.6"],  # x86 with an NVIDIA GPU: one ONNX Runtime only
@@ -131,8 +131,7 @@ setup(
         "export": ["torch>=2.1", "onnx>=1.15", "onnxscript"],
         "trt": ["tensorrt>=10.0", "cuda-python>=12.0"],
         "triton": ["tritonclient[grpc]>=2.50"],  # triton:// clients and pcedge triton repo; the server brings its own Python
-        "config": ["pydantic>=2", "PyYAML>=6"],  # pcedge run --config FILE, pcedge config
-        "site": ["paho-mqtt>=2.0", "prometheus-client>=0.17", "aiohttp>=3.9", "pydantic>=2", "PyYAML>=6"],  # pcedge run --mqtt, --webhook, --metrics, --web, --config
+        "site": ["paho-mqtt>=2.0", "prometheus-client>=0.17", "aiohttp>=3.9"],  # pcedge run --mqtt, --webhook, --metrics, --web
         "dev": ["pytest>=7", "hypothesis>=6.80"],
     },
     entry_points={"console_scripts": ["pcedge=pcedge.cli:main"]},

@@ -75,10 +75,8 @@ class StreamSpec:
     def parse(cls, text: str, index: int) -> "StreamSpec":
         """``name=URI`` names a stream; a bare URI gets :func:`pcedge.util.naming.default_name` (a file's stem, a URL's
         host and path: never its credentials)."""
-        name, sep, uri = text.partition("=")
-        if sep and name and "/" not in name and ":" not in name:
-            return cls(uri, name)
-        return cls(text, naming.default_name(text, index))
+        name, uri = naming.parse_source(text, index)
+        return cls(uri, name)
 
     @property
     def camera_name(self) -> str:

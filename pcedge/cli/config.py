@@ -66,7 +66,7 @@ def run_parser() -> argparse.ArgumentParser:
     """``pcedge run``'s own flags (and -q/-v/--debug), parsed as ``pcedge run`` parses them."""
     from . import _common_options
     from . import run as run_command
-    from ..config.flags import add_config_option
+    from ..config.typed import add_config_option
 
     parser = argparse.ArgumentParser(prog="pcedge run", formatter_class=Formatter)
     run_command.add_options(parser)

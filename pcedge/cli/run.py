@@ -77,7 +77,7 @@ PARSER = dict(
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
-    from ..config.flags import add_config_option
+    from ..config.typed import add_config_option
 
     add_engine_options(p, servable=True)
     p.add_argument("--source", required=True, action="append",

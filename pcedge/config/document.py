@@ -19,7 +19,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
+from ..util.optional import require
+
+require("yaml", "a run's configuration file (pcedge run --config, pcedge config)")
+
+import yaml  # noqa: E402 - after the check that names the missing package
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import ConfigError, ConfigIssue

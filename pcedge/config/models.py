@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from ..util.optional import require
+
+require("pydantic", "a run's configuration (pcedge run, pcedge config)")
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator  # noqa: E402 - after the check
 
 from ..alarm import DEFAULT_WINDOW, parse_window
 from ..errors import ConfigError

@@ -17,7 +17,6 @@ from .models import Defaults, LoggingConfig, MaskConfig, ModelConfig, RegionConf
 from .render import HEADER, Rendered, dump_yaml, render_config
 from .schema import TITLE
 
-
 SINKS_TITLE = "# the site's sinks, each off until its section is given:"
 SINK_EXAMPLES = (
     ("mqtt:", ""), ("  url: mqtt://pcedge@broker.lan", "publish alarms, levels, snapshots, stats"),

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from ..config.models import RunConfig
 from ..errors import ConfigError, PcedgeError
-from ..site.build import SiteSinks
+from ..site.build import SiteSinks, check_site
 from ..util.redact import redact
 from ..video.framelog import FrameLog
 from ..video.runner import Runner
@@ -64,6 +64,7 @@ class Reloader:
         if new.model != self.config.model:
             return {"result": "refused", "errors": ["the model section changed (its file, engine, mask set or preprocessing): "
                                                     "restart pcedge to change the model"]}
+        check_site(site_options(new))  # what can be checked before anything changes (URLs, ports, secrets, the events folder)
         old_cameras, new_cameras = stream_specs(self.config), stream_specs(new)
         gone = [name for name in old_cameras if old_cameras[name] != new_cameras.get(name)]
         came = [name for name in new_cameras if new_cameras[name] != old_cameras.get(name)]
@@ -76,7 +77,13 @@ class Reloader:
             self.runner.reconfigure(remove=[s.name for name in gone for s in old_cameras[name]],
                                     drop_sinks=dropped).result(APPLY_TIMEOUT_S)
             SinkChain.finish(dropped)
-            built = self.site.build(site_options(new), sections) if sections else []
+            errors: list[str] = []
+            try:
+                built = self.site.build(site_options(new), sections) if sections else []
+            except PcedgeError as exc:  # e.g. a port another program took meanwhile: the cameras change all the same
+                built, errors = [], [f"the {', '.join(sections)} sinks could not start: {redact(str(exc))}"]
+            if built and self.site.book not in self.runner.chain.sinks:  # the run's first site sinks: the book decides episodes
+                built.insert(0, self.site.book)
             if relog:
                 built.append(FrameLog(new.logging.log))
             self.runner.reconfigure(add=[spec for name in came for spec in new_cameras[name]],
@@ -85,7 +92,7 @@ class Reloader:
         self.config = new
         return {"result": "applied", "added": [n for n in came if n not in old_cameras],
                 "removed": [n for n in gone if n not in new_cameras], "restarted": [n for n in came if n in old_cameras],
-                "sinks": sections + (["frame log"] if relog else [])}
+                "sinks": sections + (["frame log"] if relog else []), **({"errors": errors} if errors else {})}
 
     def _tell(self, result: dict[str, Any]) -> None:
         """The log, and every sink (MQTT's ``config`` topic, the metrics, the frame log)."""

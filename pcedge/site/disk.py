@@ -28,8 +28,8 @@ from typing import Any, Sequence
 import cv2
 
 from ..util.files import write_json, writing
-from ..video.streams import Defended, Stream, StreamEvent, StreamsChanged
 from ..video.outputs import MIN_FREE_BYTES, VideoFileOutput, free_bytes
+from ..video.streams import Defended, Stream, StreamEvent, StreamsChanged
 from .episodes import Episode, EpisodeBook
 from .events_folder import StoredEpisode, claim, remove, stored_episodes
 from .queued import QueuedSink

@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 
 from ..alarm import LEVELS
-from ..video.streams import Defended, Stream, StreamEvent
 from ..video.sinks import Sink
+from ..video.streams import Defended, Stream, StreamEvent
 
 RECENT = 50  # episodes the book remembers for the live view and /api/events
 EPISODE_ID = re.compile(r"(?P<start>\d{9,11}\.\d{6})-(?P<camera>[a-z0-9_-]+)")

@@ -31,9 +31,9 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from ..errors import ConfigError
 from ..util.optional import require
-from ..video.streams import STATES, Defended, Stream, StreamsChanged
 from ..video.sinks import Sink
 from ..video.status import stream_status
+from ..video.streams import STATES, Defended, Stream, StreamsChanged
 from .endpoints import LOOPBACK_NAMES, host_allowed, token_ok
 
 log = logging.getLogger("pcedge.site")

@@ -27,10 +27,10 @@ import socket
 import threading
 from typing import Any, Sequence
 
-from ..util.optional import require
-from ..video.streams import Defended, Stream, StreamEvent, StreamsChanged
 from ..util.naming import slug
+from ..util.optional import require
 from ..video.status import site_status, stream_status
+from ..video.streams import Defended, Stream, StreamEvent, StreamsChanged
 from . import discovery
 from .endpoints import BrokerAddress
 from .episodes import EpisodeBook

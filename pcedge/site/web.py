@@ -29,9 +29,9 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..util.optional import require
-from ..video.streams import Defended, Stream, StreamsChanged
 from ..video.sinks import Sink
 from ..video.status import site_status
+from ..video.streams import Defended, Stream, StreamsChanged
 from .endpoints import LOOPBACK_NAMES, host_allowed, token_ok
 from .episodes import EpisodeBook
 

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import IO, Any, Sequence
 
-from .streams import Defended, Stream, StreamEvent, StreamsChanged
 from .sinks import Sink
+from .streams import Defended, Stream, StreamEvent, StreamsChanged
 
 
 class FrameLog(Sink):

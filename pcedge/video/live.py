@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 
 from ..errors import SourceError
+from ..util.redact import redact
 from .base import Frame, FrameSource, open_capture, to_bgr8
 from .rtsp_probe import rtsp_unanswered
-from ..util.redact import redact
 from .uri import SourceOptions, SourceSpec, opencv_has_gstreamer
 
 log = logging.getLogger("pcedge.video.sources")

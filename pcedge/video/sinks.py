@@ -19,11 +19,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from ..util.progress import progress
 from ..util import naming
-from .streams import Defended, Stream, StreamEvent, StreamsChanged
+from ..util.progress import progress
 from .outputs import DisplayOutput, NullOutput, Output, open_output
 from .overlay import draw_overlay
+from .streams import Defended, Stream, StreamEvent, StreamsChanged
 
 log = logging.getLogger("pcedge.video")
 

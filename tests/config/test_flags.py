@@ -10,7 +10,8 @@ from pydantic import BaseModel
 
 from pcedge.cli import build_parser
 from pcedge.cli.config import run_parser
-from pcedge.config.flags import FLAGS, SECTION_FLAGS, TYPED, add_config_option, from_args, run_config_from_args
+from pcedge.config.flags import FLAGS, SECTION_FLAGS, from_args, run_config_from_args
+from pcedge.config.typed import TYPED, add_config_option
 from pcedge.config.models import RunConfig
 from pcedge.errors import ConfigError, ConfigFileError, InternalError
 

@@ -1,7 +1,8 @@
 """A site run from one file, changed while it runs, as systemd runs it: ``pcedge run --config site.yml`` in its own
 process, with three cameras (two files and a loopback RTSP camera), two regions of one, a real Mosquitto, and the
-notify socket bound by the test; then SIGHUP with a file that adds a camera, removes one and changes a third, SIGHUP
-with a file that does not validate, and SIGTERM."""
+notify socket bound by the test. Then, while the RTSP camera is down (an outage), two SIGHUPs in quick succession with
+a file that adds a camera, removes the one that is down and changes a third; SIGHUP with a file that does not
+validate; SIGHUP with a file that disables every camera; and SIGTERM."""
 
 from __future__ import annotations
 
@@ -87,13 +88,20 @@ def test_a_site_changed_while_it_runs(broker, region_onnx, alarm_clip, tmp_path)
   yard: {{source: {yard_clip}}}
   gate: {{source: {gate_clip}}}"""
         site_file(config, region_onnx, broker.port, log, changed)
+        street.stop()  # the camera the reload removes is down: a reload during an outage
         reload_sent = time.time()
         proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: any(r.get("event") == "config_reloaded" for r in records(log)), 60, "the reload")
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGHUP)  # a second one at once: it waits for the first, then finds nothing to change
+        wait_for(lambda: sum(r.get("event") == "config_reloaded" for r in records(log)) == 2, 60, "the two reloads")
         wait_for(lambda: sum(r.get("stream_name") == "gate" and "label" in r for r in records(log)) >= 5, 60, "the new camera's frames")
-        config.write_text(config.read_text() + "\nbogus_key: 1\n")
+        good = config.read_text()
+        config.write_text(good + "\nbogus_key: 1\n")
         proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: sum(r.get("event") == "config_reloaded" for r in records(log)) == 2, 60, "the refused reload")
+        wait_for(lambda: sum(r.get("event") == "config_reloaded" for r in records(log)) == 3, 60, "the refused reload")
+        config.write_text(good.replace("source:", "enabled: false\n    source:", 1).replace("{source:", "{enabled: false, source:"))
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: sum(r.get("event") == "config_reloaded" for r in records(log)) == 4, 60, "the reload without cameras")
         time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
@@ -107,10 +115,12 @@ def test_a_site_changed_while_it_runs(broker, region_onnx, alarm_clip, tmp_path)
     reloads = [r for r in seen if r.get("event") == "config_reloaded"]
     assert reloads[0]["result"] == "applied" and reloads[0]["added"] == ["gate"] and reloads[0]["removed"] == ["street"]
     assert reloads[0]["restarted"] == ["door"]
-    assert reloads[1]["result"] == "refused" and "bogus_key" in " ".join(reloads[1]["errors"])
+    assert reloads[1]["result"] == "applied" and not (reloads[1]["added"] or reloads[1]["removed"] or reloads[1]["restarted"])
+    assert reloads[2]["result"] == "refused" and "bogus_key" in " ".join(reloads[2]["errors"])
+    assert reloads[3]["result"] == "refused" and "no camera is enabled" in " ".join(reloads[3]["errors"])
     applied_at = reloads[0]["timestamp"]
     changes = [r for r in seen if r.get("event") == "streams_changed"]
-    assert all(c["timestamp"] <= applied_at for c in changes), "the refused reload changed no stream"
+    assert all(c["timestamp"] <= applied_at for c in changes), "the later reloads changed no stream"
 
     def frames(name: str) -> list[dict]:
         return [r for r in seen if r.get("stream_name") == name and "label" in r and "event" not in r]
@@ -127,8 +137,8 @@ def test_a_site_changed_while_it_runs(broker, region_onnx, alarm_clip, tmp_path)
     assert b"ON" in watcher.payloads("pcedge/door_whole/alarm") and watcher.payloads("pcedge/door_corner/level")
     assert watcher.payloads("pcedge/street/available")[-1] == b"offline" and watcher.payloads("pcedge/street/state")[-1] == b"ended"
     published = [json.loads(p)["result"] for p in watcher.payloads("pcedge/config")]
-    assert published == ["applied", "refused"]
+    assert published == ["applied", "applied", "refused", "refused"]
     lines = notify.lines()
     order = [line for line in lines if line in ("READY=1", "RELOADING=1", "STOPPING=1")]
-    assert order == ["READY=1", "RELOADING=1", "READY=1", "RELOADING=1", "READY=1", "STOPPING=1"], order
+    assert order == ["READY=1"] + ["RELOADING=1", "READY=1"] * 4 + ["STOPPING=1"], order
     assert any(line.startswith("STATUS=") and "running" in line for line in lines) and "WATCHDOG=1" in lines

@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _camera(clip: Path) -> str:
-    from pcedge.video import StreamSpec
     from pcedge.util.naming import slug
+    from pcedge.video import StreamSpec
 
     return slug(StreamSpec.parse(str(clip), 0).name)
 

@@ -15,7 +15,7 @@ import pytest
 from pcedge.site.build import SiteOptions, site_sinks
 from pcedge.site.endpoints import allowed_hosts, host_allowed
 from pcedge.video import RunOptions, SourceOptions, run
-from tests.site.conftest import Receiver, defended, receiver_name
+from tests.site.conftest import Receiver, defended
 from tests.site.test_web import Running
 
 

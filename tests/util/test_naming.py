@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pcedge.errors import ConfigError
-from pcedge.video.loop import StreamSpec, parse_streams
 from pcedge.util.naming import check_unique, default_name, parse_source, slug
+from pcedge.video.loop import StreamSpec, parse_streams
 
 
 @pytest.mark.parametrize("uri,name", [

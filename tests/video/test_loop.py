@@ -19,8 +19,6 @@ from pcedge.video.uri import SourceSpec
 from tests.video.clips import GivenFrames, numbered_frame, write_numbered_clip
 
 
-
-
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clips")

@@ -11,8 +11,7 @@ import time
 import pytest
 
 from pcedge.runtime.driver import PatchCleanser
-from pcedge.video import Defended, StreamEvent, StreamLoop
-from pcedge.video import stats
+from pcedge.video import Defended, StreamEvent, StreamLoop, stats
 from pcedge.video.live import LiveSource
 from pcedge.video.status import stream_status
 from pcedge.video.uri import SourceOptions, SourceSpec

@@ -17,13 +17,10 @@ from .options import EXIT_CODES, add_engine_options, announce_engine, non_negati
 log = logging.getLogger("pcedge")
 
 
-VERBOSITY = {"quiet": -1, "info": 0, "verbose": 1, "debug": 2}
-
-
 def run(args: argparse.Namespace) -> int:
     from ..config.flags import run_config_from_args
     from ..service.run import execute
-    from ..service.specs import site_options
+    from ..service.specs import VERBOSITY, site_options
     from ..video.summary import format_many, format_summary, run_failures
 
     config = run_config_from_args(args)  # the file with the typed flags over it, or the flags alone: every error at once
@@ -38,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         announce_engine(model, f"{streams} streams, {model.frames_per_call} frame(s) per engine call" if streams > 1 else "")
 
     load = (lambda: run_config_from_args(args)) if args.config else None  # a reload reads the file again, flags over it
-    summary, received = execute(config, load=load, progress=config.logging.level != "quiet", announce=announce)
+    summary, received, config = execute(config, load=load, progress=config.logging.level != "quiet", announce=announce)
     print(format_many(summary) if len(summary["streams"]) > 1 else format_summary(summary))
     if config.logging.summary:
         write_json(config.logging.summary, summary)

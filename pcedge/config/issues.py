@@ -142,5 +142,18 @@ def _keys_at(path: KeyPath) -> list[str]:
 
 
 def _secret_at(path: KeyPath) -> bool:
-    return _annotation_at(path) is SecretStr
+    """A secret lies at ``path`` or anywhere below it (a webhook given as a bare URL where its mapping belongs must not
+    be echoed either), or the path leaves the models (nothing is known of what was typed there)."""
+    return _holds_secret(_annotation_at(path)) if path else False
+
+
+def _holds_secret(annotation: Any, seen: frozenset[Any] = frozenset()) -> bool:
+    annotation = _unwrap(annotation)
+    if annotation is None or annotation is SecretStr:
+        return True
+    if annotation in seen:
+        return False
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return any(_holds_secret(f.annotation, seen | {annotation}) for f in annotation.model_fields.values())
+    return any(_holds_secret(arg, seen) for arg in typing.get_args(annotation) if arg is not type(None))
 

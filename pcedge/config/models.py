@@ -174,7 +174,8 @@ class RegionConfig(Section):
 
 
 class CameraConfig(StreamSettings):
-    source: str = Field(description="file, folder, glob, camera index, /dev/videoN, csi://N, rtsp://..., gst:... (--source)")
+    source: str = Field(description="file, folder, glob, camera index, /dev/videoN, csi://N, rtsp://..., gst:... (--source)",
+                        repr=False)  # may hold a password
     enabled: bool = Field(True, description="false: keep the camera in the file without running it")
     regions: dict[Annotated[str, Field(pattern=NAME_PATTERN)], RegionConfig] = Field(
         default_factory=dict, description="parts of the frame defended as streams of their own; none: the whole frame")
@@ -193,7 +194,7 @@ class LoggingConfig(Section):
 
 
 class MqttConfig(Section):
-    url: str = Field(description="mqtt://[user@]host[:port], mqtts:// for TLS (--mqtt)")
+    url: str = Field(description="mqtt://[user@]host[:port], mqtts:// for TLS (--mqtt)", repr=False)
     password: SecretStr | None = Field(None, description="the broker password (--mqtt-password-file; $PCEDGE_MQTT_PASSWORD)")
     prefix: str = Field("pcedge", description="topic prefix (--mqtt-prefix)")
     client_id: str = Field("", description="client id and Home Assistant node (--mqtt-client-id)")

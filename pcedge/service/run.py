@@ -20,9 +20,10 @@ log = logging.getLogger("pcedge")
 
 
 def execute(config: RunConfig, *, load: Callable[[], RunConfig] | None = None, progress: bool = True,
-            announce: Callable[[Any, int], None] | None = None) -> tuple[dict[str, Any], list[int]]:
-    """Run ``config`` until every stream ends or a signal stops it; returns the summary and the signals received.
-    ``load`` reads the configuration again (None: the run cannot reload); ``announce(model, streams)`` says what runs."""
+            announce: Callable[[Any, int], None] | None = None) -> tuple[dict[str, Any], list[int], RunConfig]:
+    """Run ``config`` until every stream ends or a signal stops it; returns the summary, the signals received and the
+    configuration running at the end (a reload may have changed it). ``load`` reads the configuration again (None:
+    the run cannot reload); ``announce(model, streams)`` says what runs."""
     specs = [spec for camera in stream_specs(config).values() for spec in camera]
     options = run_options(config, progress=progress)
     if not config.run.headless and not any(spec.output for spec in specs):
@@ -32,7 +33,15 @@ def execute(config: RunConfig, *, load: Callable[[], RunConfig] | None = None, p
             log.info("no display and no output: running headless%s",
                      "" if config.logging.log else " (add --log FILE for one JSON line per frame, --output FILE for a video)")
     site_config = site_options(config)
-    with stop_on_signals() as (stop, received):
+    reloader: Reloader | None = None
+
+    def reload() -> dict[str, Any] | None:
+        if reloader is None:  # the model is still loading, or the run has ended
+            log.warning("SIGHUP: not reloading now (pcedge is starting or stopping); send it again once it runs")
+            return None
+        return reloader.reload()
+
+    with stop_on_signals() as (stop, received), reload_on_sighup(reload if load else None):
         with open_defended_model(**model_arguments(config), stop=stop) as model:
             if announce:
                 announce(model, len(specs))
@@ -41,13 +50,14 @@ def execute(config: RunConfig, *, load: Callable[[], RunConfig] | None = None, p
                 site.build(site_config)
             runner = Runner(model, specs, source_options(config.defaults), options, stop=stop, sinks=site.sinks)
             monitor = ServiceMonitor(runner).start()
-            reloader = Reloader(config, load, runner, site, monitor) if load else None
-            site.reload = reloader.reload if reloader else None
-            for view in site.sections.get("web", []):
-                view.reload = site.reload  # type: ignore[attr-defined]
+            if load:
+                reloader = Reloader(config, load, runner, site, monitor)
+                site.reload = reloader.reload
+                for view in site.sections.get("web", []):
+                    view.reload = site.reload  # type: ignore[attr-defined]
             try:
-                with reload_on_sighup(reloader.reload if reloader else None):
-                    summary = runner.run()
+                summary = runner.run()
             finally:
                 monitor.stopping()
-    return summary, received
+                final, reloader = (reloader.config if reloader else config), None
+    return summary, received, final

@@ -17,6 +17,10 @@ from ..video.streams import Region, StreamSpec
 from ..video.uri import SourceOptions
 
 
+VERBOSITY = {"quiet": -1, "info": 0, "verbose": 1, "debug": 2}
+"""``logging.level`` as :func:`pcedge.util.logsetup.configure_logging` takes it (-q, default, -v, --debug)."""
+
+
 def model_arguments(config: RunConfig) -> dict[str, Any]:
     """Keyword arguments of :func:`pcedge.serve.models.open_defended_model` (but ``stop``)."""
     from ..serve.client import ClientOptions

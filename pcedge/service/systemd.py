@@ -55,6 +55,7 @@ class ServiceMonitor:
         self.watchdog_s = watchdog_interval()
         self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
         self.ready = False
+        self._reloading = False
         self._status = ""
         self._stopped = threading.Event()
         self._lock = threading.Lock()  # a reload's RELOADING/READY never interleave with the monitor's own messages
@@ -66,13 +67,18 @@ class ServiceMonitor:
         return self
 
     def reloading(self) -> None:
+        """A reload begins: said to systemd only once the service is ready and until it stops (no READY=1 early)."""
         with self._lock:
-            notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}", "STATUS=reloading")
-            self._status = ""
+            self._reloading = self.ready and not self._stopped.is_set()
+            if self._reloading:
+                notify("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}", "STATUS=reloading")
+                self._status = ""
 
     def reloaded(self) -> None:
         with self._lock:
-            notify("READY=1")
+            if self._reloading and not self._stopped.is_set():
+                notify("READY=1")
+            self._reloading = False
 
     def stopping(self) -> None:
         with self._lock:

@@ -194,23 +194,29 @@ class EpisodeRecorder(QueuedSink):
         """The episode's files are all written: it joins the stored ones, and retention runs."""
         folder = Path(episode.paths["record"]).parent
         nbytes = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        self._stored = [e for e in self._stored if e.folder != folder]  # listed already when a reload restarted this sink
         self._stored.append(StoredEpisode(folder, episode.start_time, nbytes))
         self._retain()
 
     def _retain(self, incoming: int = 0) -> None:
         """Delete the oldest stored episodes beyond ``keep`` (counting ``incoming`` ones about to be written) or
-        ``max_bytes`` (the newest stays unless one is about to replace it), and while the disk has less than
-        ``min_free_bytes`` free."""
+        ``max_bytes``, and while the disk has less than ``min_free_bytes`` free; the newest stays unless the budget
+        needs room for an incoming one (other files filling the disk never cost the last evidence)."""
         total = sum(e.nbytes for e in self._stored)
         while self._stored:
             over = len(self._stored) + incoming > self.keep or total > self.max_bytes
-            if not (over and (incoming or len(self._stored) > 1)) and free_bytes(self.folder) >= self.min_free_bytes:
+            low = free_bytes(self.folder) < self.min_free_bytes
+            if not (over or low):
+                break
+            if len(self._stored) == 1 and not (over and incoming):
+                if low:
+                    log.warning("alarm episodes: less than %d MiB free on the disk of %s, and pcedge's only episode left is "
+                                "the newest: other files fill it", self.min_free_bytes >> 20, self.folder)
                 break
             oldest = self._stored.pop(0)
             total -= oldest.nbytes
             if remove(oldest):
                 log.info("alarm episodes: removed %s (%s)", oldest.folder.name, "retention" if over else "disk almost full")
-
 
 def _small(item: Defended) -> Defended:
     """The delivery with its frame scaled to at most CLIP_WIDTH wide (the overlay maps masks through the same

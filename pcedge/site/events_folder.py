@@ -83,12 +83,21 @@ def stored_episodes(root: Path) -> list[StoredEpisode]:
 
 
 def remove(episode: StoredEpisode) -> bool:
-    """Delete the files pcedge writes in ``episode.folder``, then the folder if nothing else is in it; True if it went."""
-    for entry in episode.folder.iterdir():
+    """Delete the files pcedge writes in ``episode.folder``, then the folder if nothing else is in it; True if it went
+    (or was gone already: someone cleaned up by hand)."""
+    if episode.folder.is_symlink():  # it was a folder when listed: never follow what replaced it
+        return False
+    try:
+        entries = list(episode.folder.iterdir())
+    except FileNotFoundError:
+        return True
+    for entry in entries:
         if (entry.name in EPISODE_FILES or _UNFINISHED.fullmatch(entry.name)) and entry.is_file() and not entry.is_symlink():
             entry.unlink(missing_ok=True)
     try:
         episode.folder.rmdir()
+    except FileNotFoundError:
+        return True
     except OSError:
         left = sorted(p.name for p in episode.folder.iterdir())
         log.warning("alarm episodes: kept %s: it holds files pcedge did not write (%s)", episode.folder, ", ".join(left[:5]))

@@ -78,7 +78,16 @@ class MetricsSink(Sink):
         log.info("metrics: http://%s:%d/metrics", self.host, self.port)
 
     def streams_changed(self, change: StreamsChanged) -> None:
-        self._streams = list(change.streams)  # a removed camera's series end with it
+        """A removed camera's series end with it (the collector's read its streams; the histograms forget its labels)."""
+        self._streams = list(change.streams)
+        running = {s.slug for s in change.streams}
+        for stream in change.removed:
+            if stream.slug not in running:
+                for histogram in (self.latency, self.age):
+                    try:
+                        histogram.remove(stream.slug)
+                    except KeyError:  # it never had a frame
+                        pass
 
     def config_reloaded(self, result: dict[str, Any]) -> None:
         self.reloads[result["result"]] += 1

@@ -15,7 +15,8 @@ The client id is unique per machine and run (two boxes on one broker never kick 
 backoff (1 s to 30 s); on every (re)connect it publishes ``online``, the retained state of every camera and the
 discovery configs again, so a broker that restarted without persistence is whole again. While it is away,
 episode boundaries and state changes wait in the control lane (never dropped), levels and stats keep only their
-newest value; the defense never waits. ``delivered`` counts what the broker acknowledged.
+newest value; the defense never waits. ``acknowledged`` counts the messages the broker acknowledged (the items, and
+the state and configs republished on each connect).
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class MqttPublisher(QueuedSink):
         self.node = node_name(self.prefix, client_id)
         self.client_id = client_id or f"pcedge-{self.node}-{secrets.token_hex(3)}"
         self.connected = threading.Event()
-        self.delivered = 0
+        self.acknowledged = 0
         self._streams: list[Stream] = []
         self._state: dict[str, dict[str, Any]] = {}  # camera -> its retained topics' current payloads (worker's view)
         self._announced: set[str] = set()  # the discovery config topics of this run's cameras
@@ -100,16 +101,19 @@ class MqttPublisher(QueuedSink):
 
     def _add(self, stream: Stream) -> None:
         with self._lock:
-            self._state[stream.slug] = {"alarm": "OFF", "state": stream.state, "available": _available(stream.state),
-                                        "stats": json.dumps(stream_status(stream))}
+            self._state[stream.slug] = {"alarm": "ON" if stream.alarm.active else "OFF", "state": stream.state,
+                                        "available": _available(stream.state), "stats": json.dumps(stream_status(stream))}
             if self.discovery:
                 self._announced.update(self._configs(stream))
 
     def streams_changed(self, change: StreamsChanged) -> None:
-        """Added cameras get their retained state and configs; removed ones go offline and their entities away."""
+        """Added cameras get their retained state and configs; removed ones go offline and their entities away (a
+        camera that restarted under its name keeps its entities: it is announced again, never forgotten)."""
         self._streams = list(change.streams)
+        running = {s.slug for s in change.streams}
         for stream in change.removed:
-            self.put_control(("forget", stream))
+            if stream.slug not in running:
+                self.put_control(("forget", stream))
         for stream in change.added:
             self._add(stream)
             self.put_control(("announce", stream))
@@ -155,7 +159,7 @@ class MqttPublisher(QueuedSink):
         super().drain()
 
     def report(self) -> dict[str, Any]:
-        return {**super().report(), "delivered": self.delivered}
+        return {**super().report(), "acknowledged": self.acknowledged}
 
     def close(self, summary: dict[str, Any]) -> None:
         self._closing = True
@@ -186,7 +190,7 @@ class MqttPublisher(QueuedSink):
             self._retain(item[1].slug, "stats", json.dumps(stream_status(item[1])))
         elif kind == "announce":
             with self._lock:
-                retained = dict(self._state[item[1].slug])
+                retained = dict(self._state.get(item[1].slug, {}))
             for key, value in retained.items():
                 self._publish(f"{item[1].slug}/{key}", value, retain=True)
             if self.discovery:
@@ -204,6 +208,8 @@ class MqttPublisher(QueuedSink):
 
     def _forget(self, stream: Stream) -> None:
         """A camera that left the run: offline, and (with discovery) its configs cleared so its entities go away."""
+        if any(s.slug == stream.slug for s in self._streams):  # back in the run meanwhile (a later reload)
+            return
         self._publish(f"{stream.slug}/available", "offline", retain=True)
         with self._lock:
             self._state.pop(stream.slug, None)
@@ -267,7 +273,7 @@ class MqttPublisher(QueuedSink):
         self.connected.clear()
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        self.delivered += 1
+        self.acknowledged += 1
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
         client.publish(self._sync_topic, b"", qos=1)  # queued for us behind the retained configs

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict, deque
 from typing import Any, Hashable
 
+from ..util.redact import redact
 from ..video.sinks import Sink
 
 log = logging.getLogger("pcedge.site")
@@ -121,7 +123,7 @@ class QueuedSink(Sink):
         return item
 
     def tick(self) -> None:
-        """Periodic work of the worker while it is idle, every ``tick_s`` seconds (None: never)."""
+        """Periodic work of the worker, about every ``tick_s`` seconds (None: never), busy or idle."""
 
     tick_s: float | None = None
 
@@ -129,20 +131,28 @@ class QueuedSink(Sink):
         return bool(self._control or self._latest or self._data)
 
     def _work(self) -> None:
+        next_tick = time.monotonic() + (self.tick_s or 0.0)
         while True:
             with self._cond:
                 if not self._queued() and not self._closing:
-                    self._cond.wait(self.tick_s)
+                    self._cond.wait(max(0.0, next_tick - time.monotonic()) if self.tick_s else None)
                 if not self._queued() and self._closing:
                     return
                 item = self._next() if self._queued() else None
                 self._busy = item is not None
-            try:
-                self.tick() if item is None else self.handle(item)
-            except Exception as exc:  # noqa: BLE001 - a publisher's failure is its own, counted, never the loop's
-                with self._cond:
-                    self.failed += 1
-                log.warning("%s: could not deliver (%s: %s)", self.name, type(exc).__name__, exc)
-            finally:
-                with self._cond:
-                    self._busy = False
+            if item is not None:
+                self._deliver(self.handle, item)
+            if self.tick_s and time.monotonic() >= next_tick:  # a deadline, so a stream of items never starves it
+                next_tick = time.monotonic() + self.tick_s
+                self._deliver(lambda _: self.tick(), None)
+
+    def _deliver(self, work: Any, item: Any) -> None:
+        try:
+            work(item)
+        except Exception as exc:  # noqa: BLE001 - a publisher's failure is its own, counted, never the loop's
+            with self._cond:
+                self.failed += 1
+            log.warning("%s: could not deliver (%s: %s)", self.name, type(exc).__name__, redact(str(exc)))
+        finally:
+            with self._cond:
+                self._busy = False

@@ -5,9 +5,10 @@ secret (``https://ha.lan/api/webhook/<id>``), and a query string carries tokens 
 line, summary, topic, label, folder name, URL and page pcedge makes from such a string is made from what
 :func:`redact` returns, so a secret can only leak if it is typed where no URL is expected.
 
-Parsing is deliberately coarser than RFC 3986: a camera's password may hold an unescaped ``@`` or ``/`` that the
-camera accepts, so everything up to the *last* ``@`` of a URL (before its query) counts as credentials. Wrongly
-hiding a bit of a path is harmless; showing half a password is not.
+Parsing is deliberately coarser than RFC 3986: a camera's password may hold an unescaped ``@``, ``/``, ``?`` or ``#``
+that the camera accepts, so everything up to the *last* ``@`` of a URL (even one in its query) counts as
+credentials. Wrongly hiding a bit of a path is harmless; showing half a password is not. (In free text a URL ends at
+whitespace: a password with a space in it cannot be told from the words after it.)
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ def redact(text: str, *, paths: bool = True) -> str:
 
 
 def _shown(scheme: str, rest: str, path: bool) -> str:
+    rest = rest.rpartition("@")[2]  # the last '@' ends the credentials, whatever they hold ('?', '#', '/' included)
     head = re.split(r"[?#]", rest, maxsplit=1)[0]
     cut = len(head) < len(rest)
-    head = head.rpartition("@")[2]  # the last '@' ends the credentials, whatever they hold
     host, slash, tail = head.partition("/")
     if not path and (tail or cut):
         return f"{scheme}://{host}/{HIDDEN}"

@@ -87,6 +87,7 @@ class StreamLoop:
         self._changes: list[tuple[list[StreamSpec], list[str], Future]] = []
         self._changes_lock = threading.Lock()
         self._holds = 0  # while held (a reload between its phases), the loop goes on even with no stream running
+        self._closed = False  # the loop has ended: a change is refused at once
         self.streams: tuple[Stream, ...] = ()  # replaced whole on a change: other threads read a consistent tuple
         for n, (source, rate) in enumerate(zip(sources, limits)):
             self.streams = self.streams + (self._make(source, n, rate),)
@@ -114,6 +115,9 @@ class StreamLoop:
         future's result is the :class:`StreamsChanged`; a name clash or an unknown name fails it and changes nothing."""
         future: Future = Future()
         with self._changes_lock:
+            if self._closed:
+                future.set_exception(ConfigError("nothing changed: the loop has ended"))
+                return future
             self._changes.append((list(add), list(remove), future))
         self._wake.set()
         return future
@@ -134,18 +138,24 @@ class StreamLoop:
     def __iter__(self) -> Iterator[Defended | StreamEvent | StreamsChanged]:
         self._start_feeds(self.streams)
         try:
-            while not self.stop.is_set():
-                self.heartbeat = time.monotonic()
-                yield from self._apply_changes()
-                yield from self._lifecycle()
-                if not any(s.running for s in self.streams) and not self._holds:
-                    break
-                batch = self._gather()
-                if not batch:
-                    self._wake.wait(timeout=0.05)
-                    self._wake.clear()
-                    continue
-                yield from self._defend(batch)
+            try:
+                while not self.stop.is_set():
+                    self.heartbeat = time.monotonic()
+                    yield from self._apply_changes()
+                    yield from self._lifecycle()
+                    if not any(s.running for s in self.streams) and not self._holds:
+                        break
+                    batch = self._gather()
+                    if not batch:
+                        self._wake.wait(timeout=0.05)
+                        self._wake.clear()
+                        continue
+                    yield from self._defend(batch)
+            except Exception:  # an engine failure ends the run: every stream still ends (alarms cleared, episodes closed)
+                for stream in self.streams:
+                    if stream.running:
+                        yield from self._end(stream, "stopped", {})
+                raise
             for stream in self.streams:
                 if stream.running:
                     yield from self._end(stream, "stopped", {})
@@ -165,6 +175,8 @@ class StreamLoop:
         with self._changes_lock:
             changes, self._changes = self._changes, []
         for add, remove, future in changes:
+            if not future.set_running_or_notify_cancel():  # withdrawn by its caller (it stopped waiting)
+                continue
             try:
                 removed = self._removed(remove)
                 keep = [s.name for s in self.streams if s not in removed]
@@ -195,9 +207,10 @@ class StreamLoop:
 
     def _refuse_changes(self, why: str) -> None:
         with self._changes_lock:
-            changes, self._changes = self._changes, []
+            changes, self._changes, self._closed = self._changes, [], True
         for _, _, future in changes:
-            future.set_exception(ConfigError(f"nothing changed: {why}"))
+            if future.set_running_or_notify_cancel():
+                future.set_exception(ConfigError(f"nothing changed: {why}"))
 
     # ------------------------------------------------------------------------------- one step
     def _gather(self) -> list[tuple[Stream, Frame]]:

@@ -66,23 +66,29 @@ class Runner:
         self.removed: list[Stream] = []  # streams a reload removed: the summary still counts their frames
         self._pending: list[tuple[Future, _Reconfiguration]] = []
         self._pending_lock = threading.Lock()
+        self._closed = False
 
     def reconfigure(self, add: Sequence[StreamSpec] = (), remove: Sequence[str] = (), *, drop_sinks: Sequence[Sink] = (),
                     add_sinks: Sequence[Sink] = (), notice: dict[str, Any] | None = None) -> Future:
         """From any thread: between two steps, remove streams (by name) and ``drop_sinks`` (after the removed streams'
-        last events reached them; the caller drains and closes them), add streams and ``add_sinks`` (started with the
-        streams running then), and tell every sink ``notice`` (a reload's result). The future's result is the
-        :class:`StreamsChanged` once every sink has seen it; a name clash fails it and changes nothing."""
+        last events reached them; the caller drains and closes them), add ``add_sinks`` (already started by the caller,
+        away from the loop's thread: a server binds there) and streams, and tell every sink ``notice`` (a reload's
+        result). The future's result is the :class:`StreamsChanged` once every sink has seen it; a name clash fails it
+        and changes nothing; cancelling it before the loop took the change withdraws the change."""
         change = _Reconfiguration(list(drop_sinks), list(add_sinks), notice, Future())
-        loop_change = self.loop.change(add, remove)
-        with self._pending_lock:
+        with self._pending_lock:  # recorded before the loop can apply it (it looks the change up in its thread)
+            if self._closed:
+                change.done.set_exception(ConfigError("nothing changed: the run has ended"))
+                return change.done
+            loop_change = self.loop.change(add, remove)
             self._pending.append((loop_change, change))
         loop_change.add_done_callback(self._refused)
+        change.done.add_done_callback(lambda done: loop_change.cancel() if done.cancelled() else None)
         return change.done
 
     def _refused(self, loop_change: Future) -> None:
         """A change the loop refused (a name clash) fails its caller's future at once."""
-        if loop_change.exception() is None:
+        if loop_change.cancelled() or loop_change.exception() is None:
             return
         with self._pending_lock:
             mine = [entry for entry in self._pending if entry[0] is loop_change]
@@ -128,18 +134,20 @@ class Runner:
         change = mine[1]
         self.removed += item.removed
         self.chain.remove(change.drop_sinks)
+        self.chain.add(change.add_sinks)
         self.chain.streams_changed(item)
-        self.chain.add(change.add_sinks, item.streams)
         if change.notice is not None:
             self.chain.config_reloaded(change.notice)
-        change.done.set_result(item)
+        if change.done.set_running_or_notify_cancel():
+            change.done.set_result(item)
 
     def _fail_pending(self) -> None:
-        """Changes the loop refused or never reached (it ended first) fail their callers' futures."""
+        """Changes the loop refused or never reached (it ended first) fail their callers' futures, and later ones at once."""
         with self._pending_lock:
-            pending, self._pending = self._pending, []
+            pending, self._pending, self._closed = self._pending, [], True
         for _, change in pending:
-            change.done.set_exception(ConfigError("nothing changed: the run has ended"))
+            if change.done.set_running_or_notify_cancel():
+                change.done.set_exception(ConfigError("nothing changed: the run has ended"))
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PcedgeError
 from ..util import naming
 from ..util.progress import progress
 from .outputs import DisplayOutput, NullOutput, Output, open_output
@@ -71,6 +71,7 @@ class SinkChain:
     def __init__(self, sinks: Sequence[Sink]) -> None:
         self.sinks = sorted(sinks, key=lambda sink: sink.order)  # stable: equal orders keep the given order
         self.failed: dict[str, str] = {}
+        self._switched_off: list[Sink] = []  # still closed at the end: a recording stays a finished file
 
     def start(self, streams: Sequence[Stream]) -> None:
         for sink in self.sinks:
@@ -88,10 +89,8 @@ class SinkChain:
     def config_reloaded(self, result: dict[str, Any]) -> None:
         self._each("config_reloaded", result)
 
-    def add(self, sinks: Sequence[Sink], streams: Sequence[Stream]) -> None:
-        """Sinks that join a running chain (a reload restarted them), started with the streams running now."""
-        for sink in sinks:
-            sink.start(streams)
+    def add(self, sinks: Sequence[Sink]) -> None:
+        """Sinks, already started, that join a running chain (a reload restarted them)."""
         self.sinks = sorted(self.sinks + list(sinks), key=lambda sink: sink.order)
 
     def remove(self, sinks: Sequence[Sink]) -> None:
@@ -121,7 +120,7 @@ class SinkChain:
         return reports
 
     def close(self, summary: dict[str, Any]) -> None:
-        for sink in self.sinks:
+        for sink in self.sinks + self._switched_off:
             self._guarded(sink, "close", summary)
 
     @classmethod
@@ -145,6 +144,7 @@ class SinkChain:
             except Exception as exc:  # noqa: BLE001 - a sink never stops the defense
                 self.failed[sink.name] = f"{type(exc).__name__}: {exc}"
                 self.sinks.remove(sink)
+                self._switched_off.append(sink)
                 log.error("%s failed and is switched off (the defense goes on): %s", sink.name, self.failed[sink.name],
                           exc_info=log.isEnabledFor(logging.DEBUG))
 
@@ -275,12 +275,17 @@ class Recorder(Sink):
             log.info("%soutput: %s", f"stream {stream.index} ({stream.name}) " if several else "", output.description)
 
     def streams_changed(self, change: StreamsChanged) -> None:
-        """Outputs for the streams added (their own ``output`` setting), closed for those removed."""
+        """Outputs for the streams added (their own ``output`` setting), closed for those removed. An output that cannot
+        open (a window on a machine without a display) leaves that stream unrecorded, said once; the others record on."""
         self._titled = True
         for stream in change.removed:
             self.outputs[stream.index].close()
-        self._open(change.added, [None] * len(change.added))
         for stream in change.added:
+            try:
+                self._open([stream], [None])
+            except PcedgeError as exc:
+                log.error("%s: not recorded (%s)", stream.name, exc)
+                self.outputs[stream.index], self._annotate[stream.index] = NullOutput(), annotator(self.model, False)
             self._announce(stream, several=True)
 
     def frame(self, item: Defended) -> None:

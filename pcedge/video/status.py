@@ -28,7 +28,7 @@ def stream_status(stream: Stream, now: float | None = None) -> dict[str, Any]:
         "last_frame_age_s": None if last is None else round(max(0.0, now - last), 3), "frames": stats.frames,
         "levels": {level: stats.levels.get(level, 0) for level in LEVELS}, "level": stats.last_level or None,
         "alarm": stream.alarm.active, "alarms": stream.alarm.raised_count, "dropped": source.dropped, "gaps": source.gap_count,
-        "failed_frames": sum(stats.failures.values()), "error": source.error or None,
+        "failed_frames": sum(stats.failures.values()), "error": stream.error or source.error or None,
     }
 
 

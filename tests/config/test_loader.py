@@ -223,6 +223,17 @@ def test_a_secret_is_never_echoed_in_an_error(write, credentials):
     assert issue.path == "defaults.rate" and "not-a-number-but-a-secret" not in issue.message
 
 
+@pytest.mark.parametrize("text", ["webhooks: [https://ha.lan/api/webhook/HOOK-SECRET-ID]\n",
+                                  "webhooks: https://ha.lan/api/webhook/HOOK-SECRET-ID\n",
+                                  "model: {path: m.onnx, triton: {headers: Bearer HOOK-SECRET-ID}}\n"])
+def test_a_value_where_a_secret_belongs_below_is_never_echoed(write, text):
+    """The wrong shape for a key that holds secrets (a webhook's bare URL, whose path is its secret, where a mapping
+    belongs) is reported without the value."""
+    model = "" if text.startswith("model") else "model: {path: m.onnx}\n"
+    issue = only_issue(write(model + "cameras: {a: {source: x}}\n" + text))
+    assert "HOOK-SECRET-ID" not in issue.message and issue.path.split(".")[0] in ("webhooks", "model")
+
+
 def test_names_ending_in_file_are_names(write):
     config = load_config(write("model: {path: m.onnx}\ncameras:\n  door_file: {source: x}\n"))
     assert list(config.cameras) == ["door_file"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -160,3 +161,13 @@ def test_episodes_the_book_forgot_keep_no_snapshot_in_memory(region_onnx, alarm_
                       sinks=[book, Holder()])
     assert summary["alarms_raised"] == 4 and len(held) == 4
     assert [bool(e.snapshot()) for e in held] == [False, False, True, True]
+
+
+def test_an_episode_someone_removed_by_hand_is_simply_gone(tmp_path):
+    from pcedge.site.events_folder import remove
+
+    events = claim(tmp_path / "events")
+    pcedge_episode(events, "door", 1700000100.0)
+    (episode,) = stored_episodes(events)
+    shutil.rmtree(episode.folder)
+    assert remove(episode) is True

@@ -45,7 +45,7 @@ def test_an_alarm_episode_reaches_the_broker_as_frigate_lays_it_out(broker, regi
     try:
         assert summary["frames"] == 2 * CLEAN + PATCHED and summary["alarms_raised"] == 1
         report = summary["sinks"]["mqtt"]
-        assert report["dropped"] == report["failed"] == 0 and report["delivered"] >= 10
+        assert report["dropped"] == report["failed"] == 0 and report["acknowledged"] >= 10
         watcher.wait_for("pcedge/available", b"offline")  # a clean end says so
         assert _runs_of(watcher.payloads(f"pcedge/{camera}/alarm"))[-2:] == [b"ON", b"OFF"]
         events = [json.loads(p) for p in watcher.payloads("pcedge/events")]

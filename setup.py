@@ -116,7 +116,7 @@ setup(
     description="Certified adversarial-patch defense (PatchCleanser double masking) as a fast edge runtime",
     long_description=(ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else "",
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    python_requires=">=3.10",  # the configuration models (pydantic) read X | None annotations; JetPack 6 has 3.10
     packages=find_packages(include=["pcedge", "pcedge.*"]),
     package_data={"pcedge": ["data/*", "site/static/*"]},
     ext_modules=[cpu_ext, cuda_ext],

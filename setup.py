@@ -116,14 +116,14 @@ setup(
     description="Certified adversarial-patch defense (PatchCleanser double masking) as a fast edge runtime",
     long_description=(ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else "",
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    python_requires=">=3.10",  # the configuration models (pydantic) read X | None annotations; JetPack 6 has 3.10
     packages=find_packages(include=["pcedge", "pcedge.*"]),
     package_data={"pcedge": ["data/*", "site/static/*"]},
     ext_modules=[cpu_ext, cuda_ext],
     cmdclass={"build_ext": BuildExtWithCuda},
     # OpenCV and ONNX Runtime are extras, not requirements: on a Jetson, pip's OpenCV would shadow JetPack's (which
     # has GStreamer, the only way to CSI cameras), and onnxruntime beside onnxruntime-gpu hides the GPU providers.
-    install_requires=["numpy>=1.21", "tqdm>=4.60"],
+    install_requires=["numpy>=1.21", "tqdm>=4.60", "pydantic>=2", "PyYAML>=6"],  # pcedge run always executes a validated config
     extras_require={
         "cpu": ["onnxruntime>=1.16", "opencv-python-headless>=4.6"],  # desktops and servers without a GPU
         "gpu": ["onnxruntime-gpu>=1.16", "opencv-python-headless>=4.6"],  # x86 with an NVIDIA GPU: one ONNX Runtime only

@@ -97,6 +97,13 @@ class StreamAlarm:
     def window_text(self) -> str:
         return f"{self.k}/{self.n}"
 
+    def reset(self) -> bool:
+        """Forget the window: after a gap, the frames before it say nothing about the scene now. Returns whether the
+        alarm was up (it is down now)."""
+        was_active, self.active = self.active, False
+        self._recent.clear()
+        return was_active
+
     def update(self, level: str) -> AlarmState:
         """Add one frame's level (``clear``/``uncertain``/``patch``) and return the new state."""
         if level not in LEVELS:

@@ -7,6 +7,8 @@ bad input, and must surface with its traceback.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class PcedgeError(Exception):
     """Root of all errors caused by input, configuration or the environment."""
@@ -49,3 +51,30 @@ class MissingDependencyError(PcedgeError, ImportError):
 
 class InternalError(Exception):
     """A bug in pcedge (an invariant that input cannot break was broken). Not a PcedgeError."""
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem of a configuration: ``path`` is the dotted key ('' for the whole file), ``line`` its line in the
+    file (1-based; None where no line says it, e.g. a required key that is missing, or a value that came from a flag)."""
+
+    path: str
+    line: int | None
+    message: str
+
+    def where(self, source: str) -> str:
+        at = f"{source}:{self.line}" if self.line else source
+        return f"{at}: {self.path}" if self.path else at
+
+
+class ConfigFileError(ConfigError):
+    """A configuration file (or the flags beside it) that does not validate: every problem at once, each with the
+    dotted path of its key (``cameras.door.regions.sign.box``) and its line in the file, so one edit fixes them all.
+    ``str()`` is the readable report, one ``FILE:LINE: PATH: message`` line per problem."""
+
+    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
+        self.source = source
+        self.issues = list(issues)
+        count = len(self.issues)
+        head = f"{source}: {count} error{'s' if count != 1 else ''}; nothing was applied"
+        super().__init__("\n".join([head, *(f"  {issue.where(source)}: {issue.message}" for issue in self.issues)]))

@@ -15,7 +15,7 @@ def pcedge(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pcedge.cli", *args], capture_output=True, text=True, timeout=300)
 
 
-COMMANDS = ("masks", "export", "inspect", "predict", "run", "certify", "finetune", "bench", "quantize", "triton", "doctor")
+COMMANDS = ("masks", "export", "inspect", "predict", "run", "config", "certify", "finetune", "bench", "quantize", "triton", "doctor")
 
 
 def test_help_for_every_command_has_an_example_and_every_option_says_what_it_does():

@@ -99,7 +99,7 @@ def test_bad_frames(model, frame, words):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["run", "--model", "tests/models.py"], "required: --source"),
+    (["run", "--model", "tests/models.py"], "needs --model MODEL and --source URI, or --config FILE"),
     (["bench", "--model", "tests/models.py", "--frobnicate"], "unrecognized arguments: --frobnicate"),
     (["masks", "--stride", "40", "--patch", "32", "--mask-size", "64"], "use a stride of at most (33, 33)"),
     (["masks", "--patch", "0"], "patch"),

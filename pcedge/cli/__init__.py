@@ -15,12 +15,13 @@ import sys
 from typing import Sequence
 
 from ..errors import ConfigError, PcedgeError
+from ..util.redact import redact
 from ..util.logsetup import configure_logging
 from .options import EXIT_CODES, Formatter
 
 log = logging.getLogger("pcedge")
 
-COMMANDS = ("masks", "export", "inspect", "predict", "run", "certify", "finetune", "bench", "quantize", "triton", "doctor")
+COMMANDS = ("masks", "export", "inspect", "predict", "run", "config", "certify", "finetune", "bench", "quantize", "triton", "doctor")
 """The subcommands, in the order ``pcedge --help`` lists them: each is the module ``pcedge.cli.<name>`` with
 ``PARSER`` (its help, description and examples), ``add_options(parser)`` and ``run(args) -> exit code`` (a new command is one new module and one name here)."""
 
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PcedgeError as exc:
         if args.debug:
             raise
-        print(f"pcedge {args.command}: error: {exc}", file=sys.stderr)
+        print(f"pcedge {args.command}: error: {redact(str(exc))}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

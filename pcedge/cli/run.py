@@ -6,69 +6,53 @@ import argparse
 import logging
 import sys
 
-from ..alarm import DEFAULT_WINDOW, parse_window
+from ..alarm import DEFAULT_WINDOW
 from ..errors import ConfigError
-from ..site.build import SiteOptions, check_site
+from ..site.build import check_site
 from ..util.files import write_json
-from ..util.signals import stop_on_signals
-from .options import EXIT_CODES, add_engine_options, announce_engine, defended_model_from_args, non_negative_int, positive_int
+from ..util.logsetup import configure_logging
+from ..util.redact import redact
+from .options import EXIT_CODES, add_engine_options, announce_engine, non_negative_int, positive_int
 
 log = logging.getLogger("pcedge")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..site.build import site_sinks
-    from ..video import RunOptions, SourceOptions
-    from ..video import run as run_streams
-    from ..video.outputs import display_available
+    from ..config.flags import run_config_from_args
+    from ..service.run import execute
+    from ..service.specs import VERBOSITY, site_options
     from ..video.summary import format_many, format_summary, run_failures
 
-    parse_window(args.alarm)  # refuse a bad --alarm before loading the model
-    site = site_options_from_args(args)
-    check_site(site)  # refuse a bad URL, port or missing token before loading the model
-    if args.show_undefended and isinstance(args.model, str):
-        raise ConfigError("--show-undefended needs a local model file (one extra plain inference per frame), not a triton:// model")
-    source_options = SourceOptions(width=args.width, height=args.height, fps=args.rate, codec=args.codec, loop=args.loop,
-                                   reconnect_s=args.reconnect, stall_s=args.stall_timeout, rtsp_backend=args.rtsp_backend)
-    output = args.output or None
-    if not output and not args.headless:
-        if display_available():
-            output = "display://0"
-        else:
-            log.info("no display and no --output: running headless%s",
-                     "" if args.log else " (add --log FILE for one JSON line per frame, --output FILE for a video)")
-    options = RunOptions(output=output, log_path=args.log, fps_limit=args.fps_limit, max_frames=args.max_frames,
-                         show_masks=not args.no_mask_overlay, show_undefended=args.show_undefended, alarm=args.alarm,
-                         progress=not args.quiet, gather_s=args.gather_ms / 1e3)
-    many = len(args.source) > 1
-    with stop_on_signals() as (stop, received):
-        with defended_model_from_args(args, max_batch=args.max_batch, stop=stop) as model:
-            announce_engine(model, f"{len(args.source)} streams, {model.frames_per_call} frame(s) per engine call" if many else "")
-            sinks = site_sinks(site, model, show_masks=not args.no_mask_overlay)
-            summary = run_streams(model, args.source, source_options, options, stop=stop, sinks=sinks)
-    print(format_many(summary) if many else format_summary(summary))
-    if args.json:
-        write_json(args.json, summary)
+    config = run_config_from_args(args)  # the file with the typed flags over it, or the flags alone: every error at once
+    configure_logging(VERBOSITY[config.logging.level])
+    check_site(site_options(config))  # a bad URL, port, secret, events folder or a missing token: before the model loads
+    undefended = config.defaults.show_undefended or any(c.show_undefended for c in config.cameras.values())
+    if undefended and config.model.path.startswith("triton://"):
+        raise ConfigError("show_undefended (--show-undefended) needs a local model file (one extra plain inference per frame), "
+                          "not a triton:// model")
+
+    def announce(model, streams: int) -> None:
+        announce_engine(model, f"{streams} streams, {model.frames_per_call} frame(s) per engine call" if streams > 1 else "")
+
+    load = (lambda: run_config_from_args(args)) if args.config else None  # a reload reads the file again, flags over it
+    summary, received, config = execute(config, load=load, progress=config.logging.level != "quiet", announce=announce)
+    print(format_many(summary) if len(summary["streams"]) > 1 else format_summary(summary))
+    if config.logging.summary:
+        write_json(config.logging.summary, summary)
     if received:
         return 128 + received[0]  # 130 after SIGINT, 143 after SIGTERM: the recording and summary are complete
     failures = run_failures(summary)
     for reason in failures:
-        print(f"pcedge run: error: {reason}", file=sys.stderr)
+        print(f"pcedge run: error: {redact(reason)}", file=sys.stderr)
     return 1 if failures else 0  # a lost camera among others is reported in the table; the others kept running
-
-
-def site_options_from_args(args: argparse.Namespace) -> SiteOptions:
-    return SiteOptions(mqtt=args.mqtt, mqtt_prefix=args.mqtt_prefix, mqtt_client_id=args.mqtt_client_id,
-                       mqtt_discovery=args.mqtt_discovery, stats_interval_s=args.stats_interval, webhooks=args.webhook,
-                       webhook_secret=args.webhook_secret, metrics=args.metrics, web=args.web, web_token=args.web_token,
-                       events=args.events, clip_seconds=args.clip_seconds, events_keep=args.events_keep,
-                       events_max_mb=args.events_max_mb)
 
 
 PARSER = dict(
     help="defended live inference on a video file, camera, RTSP stream or GStreamer pipeline",
     description="Run the defended model on every frame of a source; overlay, record, log, summarize.",
     epilog="examples:\n"
+           "  pcedge run --config /etc/pcedge/site.yml      # a site's run: one file (pcedge config init writes one)\n"
+           "  pcedge run --config site.yml --fps-limit 5    # a flag beside the file overrides its key (and says so)\n"
            "  pcedge run --model lite0.onnx --source clip.mp4 --output annotated.mp4 --log frames.jsonl\n"
            "  pcedge run --model lite0.onnx --source 0 --width 1280 --height 720 --codec MJPG\n"
            "  pcedge run --model lite0.onnx --source rtsp://192.168.1.10:8554/cam --headless --log f.jsonl\n"
@@ -82,12 +66,16 @@ PARSER = dict(
            "  mask explains the disagreement); the stream alarm rises while --alarm K/N frames are at patch level.\n"
            "each stream stands alone: a camera that is down at start or lost mid-run is retried for --reconnect seconds\n"
            "  while the others run; a file that cannot be read ends its own stream.\n"
+           "with --config, SIGHUP (systemctl reload) reads the file again: changed cameras restart alone, the others\n"
+           "  never notice; a file that does not validate changes nothing.\n"
            + EXIT_CODES + ". pcedge run exits 1 only when every live source was lost, no file could be read, or the\n"
            "  engine failed; after Ctrl-C and SIGTERM the recording and the summary are complete",
 )
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
+    from ..config.typed import add_config_option
+
     add_engine_options(p, servable=True)
     p.add_argument("--source", required=True, action="append",
                    help="what to read (see below); repeat it for several streams on one engine, 'name=URI' names one")
@@ -127,20 +115,36 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 
     site = p.add_argument_group("the site: alarm events, metrics, live view (each off unless given; none can slow the defense)")
-    site.add_argument("--mqtt", metavar="URL", help="publish to this broker: mqtt://[user:password@]host[:port], mqtts:// for TLS")
+    site.add_argument("--mqtt", metavar="URL", help="publish to this broker: mqtt://[user@]host[:port], mqtts:// for TLS")
+    site.add_argument("--mqtt-password-file", metavar="FILE|NAME",
+                      help="the broker password: a file, or a credential NAME ($CREDENTIALS_DIRECTORY, /run/secrets); or set "
+                           "PCEDGE_MQTT_PASSWORD")
     site.add_argument("--mqtt-prefix", default="pcedge", help="topic prefix: PREFIX/available, PREFIX/<camera>/alarm, PREFIX/events")
-    site.add_argument("--mqtt-client-id", default="", help="MQTT client id (default: pcedge-PREFIX)")
-    site.add_argument("--mqtt-discovery", action="store_true", help="announce each camera's alarm and FPS to Home Assistant")
+    site.add_argument("--mqtt-client-id", default="",
+                      help="MQTT client id and Home Assistant node (default: one unique per machine and run, node = this "
+                           "machine's name)")
+    site.add_argument("--mqtt-discovery", action="store_true",
+                      help="announce each camera to Home Assistant (alarm, level, state, snapshot, episodes, FPS, latency, drops)")
     site.add_argument("--stats-interval", type=float, default=60.0, help="seconds between PREFIX/stats messages (0: none)")
     site.add_argument("--webhook", action="append", default=[], metavar="URL",
                       help="POST a JSON body when an alarm episode begins and ends (repeatable)")
-    site.add_argument("--webhook-secret", default="", help="sign webhook bodies: X-Pcedge-Signature: sha256=HMAC-SHA256(body)")
+    site.add_argument("--webhook-secret", default="", help="sign webhook bodies: X-Pcedge-Timestamp: T and X-Pcedge-Signature: "
+                                                            "sha256=HMAC-SHA256(\"T.body\") (visible in ps: prefer the file)")
+    site.add_argument("--webhook-secret-file", metavar="FILE|NAME",
+                      help="the webhook secret from a file or credential NAME; or set PCEDGE_WEBHOOK_SECRET")
     site.add_argument("--metrics", metavar="[HOST:]PORT", help="Prometheus metrics at /metrics (127.0.0.1 unless a host is given)")
     site.add_argument("--web", metavar="[HOST:]PORT", help="the live view: every camera's annotated stream, alarms first, recent "
                                                             "episodes (127.0.0.1 unless a host is given)")
     site.add_argument("--web-token", default="", help="a token every --web and --metrics request must carry (Authorization: Bearer, "
-                                                      "or ?token=); required to listen on another address than loopback")
-    site.add_argument("--events", metavar="DIR", help="write each alarm episode here: snapshot, clip, JSON record")
+                                                      "or ?token=); required to listen on another address than loopback "
+                                                      "(visible in ps: prefer the file)")
+    site.add_argument("--web-token-file", metavar="FILE|NAME", help="the web token from a file or credential NAME; or set PCEDGE_WEB_TOKEN")
+    site.add_argument("--web-host", action="append", default=[], metavar="NAME",
+                      help="a name (besides localhost and the listening address) the web view and metrics answer to without "
+                           "a token, e.g. the machine's name in a reverse proxy's Host header (repeatable)")
+    site.add_argument("--events", metavar="DIR", help="write each alarm episode here: snapshot, clip, JSON record (a new or empty "
+                                                       "folder, which pcedge marks as its own; retention deletes only its episodes)")
     site.add_argument("--clip-seconds", type=float, default=5.0, help="seconds of clip before and after an alarm (0: no clip)")
     site.add_argument("--events-keep", type=positive_int, default=1000, help="episodes kept in --events DIR (oldest go first)")
     site.add_argument("--events-max-mb", type=float, default=2048.0, help="megabytes kept in --events DIR (oldest go first)")
+    add_config_option(p)  # --config FILE; last: it learns every flag above to record which ones were typed

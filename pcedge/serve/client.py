@@ -72,7 +72,7 @@ class ClientOptions:
     root_certificates: str | None = None  # PEM file paths, as tritonclient takes them
     private_key: str | None = None
     certificate_chain: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # may carry an auth token
 
 
 class _ServedEngine:

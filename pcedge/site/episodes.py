@@ -1,4 +1,5 @@
-"""Alarm episodes: from the moment a stream's k-of-n alarm rises to the moment it clears (or the stream ends).
+"""Alarm episodes: from the moment a stream's k-of-n alarm rises to the moment it clears (or the stream goes away:
+stalled, reconnecting, ended or failed; :mod:`pcedge.video.loop` clears the alarm then).
 
 One :class:`EpisodeBook` per run keeps every stream's open episode and gives each one id, the same on MQTT,
 webhooks, the live view and disk. It is a sink placed before the publishers in the chain: for each delivery it
@@ -10,6 +11,7 @@ episode), and the frame is released then.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter, deque
@@ -20,17 +22,16 @@ import cv2
 import numpy as np
 
 from ..alarm import LEVELS
-from ..video.loop import Defended, Stream, StreamEvent
-from ..video.overlay import draw_overlay
 from ..video.sinks import Sink
+from ..video.streams import Defended, Stream, StreamEvent
 
 RECENT = 50  # episodes the book remembers for the live view and /api/events
+EPISODE_ID = re.compile(r"(?P<start>\d{9,11}\.\d{6})-(?P<camera>[a-z0-9_-]+)")
+"""An episode id: its start (Unix seconds, microseconds) and its camera's slug; the name of its folder on disk."""
 
 
-def camera_slug(name: str) -> str:
-    """A stream name as it appears in topics, URLs and folders: lowercase letters, digits, '-' and '_'."""
-    slug = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name.lower()).strip("_")
-    return slug or "camera"
+def episode_id(start_time: float, camera: str) -> str:
+    return f"{start_time:.6f}-{camera}"
 
 
 @dataclass
@@ -55,12 +56,20 @@ class Episode:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self, quality: int = 85) -> bytes:
-        """The annotated frame that raised the alarm, as JPEG bytes (drawn and encoded once, on first use)."""
+        """The annotated frame that raised the alarm, as JPEG bytes (drawn and encoded once, on first use); b"" once
+        the episode has left the book's recent ones (:meth:`forget_snapshot`)."""
         with self._lock:
-            if self._jpeg is None:
+            if self._jpeg is None and self.raised_by is not None:
                 ok, data = cv2.imencode(".jpg", self.annotate(self.raised_by), [cv2.IMWRITE_JPEG_QUALITY, quality])
                 self._jpeg, self.raised_by = (data.tobytes() if ok else b""), None
-            return self._jpeg
+            return self._jpeg or b""
+
+    def forget_snapshot(self) -> None:
+        """Free the JPEG of an episode that ended long ago: a publisher still holding the episode (a disk or broker that
+        hung for an hour) must not hold every snapshot since; it gets b"" (and says so) instead."""
+        with self._lock:
+            if self.end_time is not None:
+                self._jpeg, self.raised_by = b"", None
 
     def as_event(self, kind: str) -> dict[str, Any]:
         """The episode as the ``events`` payload (Frigate's ``new`` / ``end`` shape, flattened)."""
@@ -81,6 +90,7 @@ class EpisodeBook(Sink):
     """Every stream's open episode and the recent ones (see the module docstring)."""
 
     name = "episodes"
+    order = 1
 
     def __init__(self, annotate: Callable[[Defended], np.ndarray]) -> None:
         self.annotate = annotate
@@ -109,7 +119,7 @@ class EpisodeBook(Sink):
 
     def event(self, event: StreamEvent) -> None:
         found = None
-        if event.kind == "ended" and event.stream.index in self.open:
+        if event.kind == "alarm_cleared" and event.stream.index in self.open:  # the stream went away with its alarm up
             found = Transition("end", self._end(event.stream))
         self._current = (event, found)
 
@@ -126,11 +136,13 @@ class EpisodeBook(Sink):
 
     def _begin(self, item: Defended) -> Episode:
         now, result = time.time(), item.result
-        camera = camera_slug(item.stream.name)
-        episode = Episode(f"{now:.6f}-{camera}", camera, item.stream.index, now, result.label, result.class_name, result.level,
+        camera = item.stream.slug
+        episode = Episode(episode_id(now, camera), camera, item.stream.index, now, result.label, result.class_name, result.level,
                           list(result.disagreers), item, self.annotate)
         self.open[item.stream.index] = episode
         with self._lock:
+            if len(self.recent) == self.recent.maxlen and self.recent[0].end_time is not None:
+                self.recent[0].forget_snapshot()  # it leaves the book now: memory stays bounded by RECENT snapshots
             self.recent.append(episode)
         return episode
 
@@ -140,12 +152,3 @@ class EpisodeBook(Sink):
         episode.snapshot()  # usually encoded already by a publisher; else now (once per episode), freeing the frame
         return episode
 
-
-def overlay_annotator(model: Any, show_masks: bool = True) -> Callable[[Defended], np.ndarray]:
-    """The overlay ``pcedge run`` records, as a function of a delivery (for snapshots and clips)."""
-    def annotate(item: Defended) -> np.ndarray:
-        undefended = None if item.undefended is None else model.class_name(item.undefended)
-        return draw_overlay(item.frame.image, item.result, fps=item.stream.stats.fps, undefended=undefended,
-                            mask_set=model.mask_set if show_masks else None, spec=model.spec)
-
-    return annotate

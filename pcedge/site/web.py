@@ -3,14 +3,16 @@ recent alarm episodes with their snapshots; JSON beside it.
 
 Routes: ``/`` (the page), ``/healthz``, ``/api/stats``, ``/api/events``, ``/api/events/<id>/snapshot.jpg``,
 ``/api/<camera>/latest.jpg``, ``/api/<camera>/mjpeg`` (``multipart/x-mixed-replace; boundary=frame``, as Frigate's
-MJPEG endpoint). The server is aiohttp, in a thread with its own event loop: one well-kept dependency, asyncio
+MJPEG endpoint), and ``POST /api/config/reload`` (a run from a configuration file; always needs the token). The server is aiohttp, in a thread with its own event loop: one well-kept dependency, asyncio
 streaming responses (a watcher's MJPEG is a coroutine, not a thread), no separate ASGI server to run (FastAPI
 would bring uvicorn, starlette and pydantic for the same few routes).
 
 The loop only stores a reference to each camera's newest defended frame. Frames are drawn and encoded only
 while someone watches, at most ``fps_cap`` times a second per camera (shared by every watcher), in worker
-threads. Nothing in the view changes the run. Bound to a non-loopback address, every route but ``/healthz``
-needs the token: ``Authorization: Bearer TOKEN``, or ``?token=TOKEN`` (what an ``<img>`` can send).
+threads. Nothing in the view changes the run. With a token (required to listen beyond loopback), every route but
+``/healthz`` needs it: ``Authorization: Bearer TOKEN``, or ``?token=TOKEN`` (what an ``<img>`` can send). Without
+one, a request must name this machine (``Host``, and ``Origin`` when a browser sends one) by one of ``hosts``, so a
+web page elsewhere whose name resolves to 127.0.0.1 (DNS rebinding) cannot read the cameras.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..util.optional import require
-from ..video.loop import Defended, Stream
 from ..video.sinks import Sink
-from .endpoints import token_ok
-from .episodes import EpisodeBook, camera_slug
-from .stats import camera_stats
+from ..video.status import site_status
+from ..video.streams import Defended, Stream, StreamsChanged
+from .endpoints import LOOPBACK_NAMES, host_allowed, token_ok
+from .episodes import EpisodeBook
 
 log = logging.getLogger("pcedge.site")
 PAGE = Path(__file__).resolve().parent / "static" / "index.html"
@@ -42,13 +44,15 @@ class LiveView(Sink):
     """The web view (see the module docstring)."""
 
     name = "live view"
+    order = 4
 
     def __init__(self, host: str, port: int, book: EpisodeBook, annotate: Callable[[Defended], np.ndarray], *, token: str = "",
-                 fps_cap: float = 5.0, quality: int = 75) -> None:
+                 hosts: frozenset[str] = frozenset(LOOPBACK_NAMES), fps_cap: float = 5.0, quality: int = 75) -> None:
         self._web = require("aiohttp.web", "--web")
-        self.host, self.port, self.book, self.annotate, self.token = host, port, book, annotate, token
+        self.host, self.port, self.book, self.annotate, self.token, self.hosts = host, port, book, annotate, token, hosts
         self.fps_cap, self.quality = fps_cap, quality
         self.encoded = 0  # JPEGs made for watchers (0 while nobody watches)
+        self.reload: Callable[[], dict[str, Any]] | None = None  # set by a run that can reload its configuration
         self._streams: list[Stream] = []
         self._latest: dict[str, Defended] = {}
         self._seq: dict[str, int] = {}
@@ -60,8 +64,7 @@ class LiveView(Sink):
 
     # ------------------------------------------------------------------------------- the stream loop's side
     def start(self, streams: Sequence[Stream]) -> None:
-        self._streams = list(streams)
-        self._cameras = {camera_slug(s.name): s for s in streams}
+        self._set_streams(streams)
         ready, failure = threading.Event(), []
         self._thread = threading.Thread(target=self._serve, args=(ready, failure), name="pcedge-web", daemon=True)
         self._thread.start()
@@ -70,8 +73,17 @@ class LiveView(Sink):
             raise ConfigError(f"--web {self.host}:{self.port}: cannot listen there ({failure[0]})")
         log.info("live view: http://%s:%d/%s", self.host, self.port, "?token=..." if self.token else "")
 
+    def _set_streams(self, streams: Sequence[Stream]) -> None:
+        self._streams = list(streams)
+        self._cameras = {s.slug: s for s in streams}
+
+    def streams_changed(self, change: StreamsChanged) -> None:
+        self._set_streams(change.streams)
+        for stream in change.removed:
+            self._latest.pop(stream.slug, None)
+
     def frame(self, item: Defended) -> None:
-        camera = camera_slug(item.stream.name)
+        camera = item.stream.slug
         self._latest[camera] = item
         self._seq[camera] = self._seq.get(camera, 0) + 1
 
@@ -92,10 +104,11 @@ class LiveView(Sink):
         async def auth(request: Any, handler: Any) -> Any:
             return await self._auth(request, handler)
 
-        app = web.Application(middlewares=[auth] if self.token else [])
+        app = web.Application(middlewares=[auth])
         app.add_routes([web.get("/", self._page), web.get("/healthz", self._health), web.get("/api/stats", self._stats),
                         web.get("/api/events", self._events), web.get("/api/events/{id}/snapshot.jpg", self._snapshot),
-                        web.get("/api/{camera}/latest.jpg", self._latest_jpeg), web.get("/api/{camera}/mjpeg", self._mjpeg)])
+                        web.get("/api/{camera}/latest.jpg", self._latest_jpeg), web.get("/api/{camera}/mjpeg", self._mjpeg),
+                        web.post("/api/config/reload", self._reload)])
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         try:
             loop.run_until_complete(self._runner.setup())
@@ -112,20 +125,36 @@ class LiveView(Sink):
         loop.close()
 
     async def _auth(self, request: Any, handler: Any) -> Any:
-        if request.path == "/healthz" or token_ok(self.token, request.headers.get("Authorization"), request.query.get("token")):
+        """The token when there is one (``/healthz`` is open); else the request must name this machine."""
+        if self.token:
+            if request.path == "/healthz" or token_ok(self.token, request.headers.get("Authorization"), request.query.get("token")):
+                return await handler(request)
+            raise self._web.HTTPUnauthorized(text="401: a token is required (Authorization: Bearer TOKEN, or ?token=TOKEN)\n",
+                                             headers={"WWW-Authenticate": "Bearer"})
+        if host_allowed(self.hosts, request.headers.get("Host"), request.headers.get("Origin")):
             return await handler(request)
-        raise self._web.HTTPUnauthorized(text="401: a token is required (Authorization: Bearer TOKEN, or ?token=TOKEN)\n",
-                                         headers={"WWW-Authenticate": "Bearer"})
+        raise self._web.HTTPForbidden(text=f"403: this server answers to {', '.join(sorted(self.hosts))} (add a name with --web-host)\n")
 
     async def _page(self, request: Any) -> Any:
         return self._web.Response(text=PAGE.read_text(encoding="utf-8"), content_type="text/html")
 
     async def _health(self, request: Any) -> Any:
-        running = sum(1 for s in self._streams if not s.end)
+        running = sum(1 for s in self._streams if s.state == "running")
         return self._web.json_response({"status": "ok", "cameras": len(self._streams), "running": running})
 
     async def _stats(self, request: Any) -> Any:
-        return self._web.json_response(camera_stats(self._streams))
+        return self._web.json_response(site_status(self._streams))
+
+    async def _reload(self, request: Any) -> Any:
+        """``POST /api/config/reload``: re-read the configuration file, as SIGHUP does; always needs the token (even on
+        loopback, where reading needs none): a reload changes the run."""
+        if not self.token:
+            raise self._web.HTTPForbidden(text="403: reloading over HTTP needs a web token (web.token_file, or $PCEDGE_WEB_TOKEN); "
+                                               "or send SIGHUP (systemctl reload pcedge)\n")
+        if self.reload is None:
+            raise self._web.HTTPConflict(text="409: this run was not started from a configuration file (pcedge run --config)\n")
+        result = await asyncio.get_running_loop().run_in_executor(None, self.reload)
+        return self._web.json_response(result, status=200 if result["result"] == "applied" else 422)
 
     async def _events(self, request: Any) -> Any:
         events = self.book.recent_events()

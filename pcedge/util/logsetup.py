@@ -12,6 +12,8 @@ import logging
 import os
 import sys
 
+from .redact import redact
+
 _VERBOSITY: int | None = None  # None: the host application owns logging (pcedge used as a library)
 
 
@@ -93,6 +95,7 @@ class _LogFormatter(logging.Formatter):
         message = record.getMessage()
         if record.exc_info and self.detailed:
             message += "\n" + self.formatException(record.exc_info)
+        message = redact(message)  # a URL's credentials never reach the console, whoever logged it
         if self.detailed:
             return f"{record.levelname.lower()} {record.name}: {message}"
         if record.levelno >= logging.WARNING:

@@ -29,6 +29,8 @@ HINTS = {
     "paho": "pip install 'patchcleanser-edge[site]' (paho-mqtt)",
     "prometheus_client": "pip install 'patchcleanser-edge[site]' (prometheus-client)",
     "aiohttp": "pip install 'patchcleanser-edge[site]' (aiohttp)",
+    "pydantic": "pip install 'pydantic>=2' (a requirement of patchcleanser-edge)",
+    "yaml": "pip install 'PyYAML>=6' (a requirement of patchcleanser-edge)",
 }
 
 

@@ -8,10 +8,11 @@ from ..util.optional import require
 
 require("cv2", "video sources, outputs and overlays")
 
-from .loop import Defended, Stream, StreamEvent, StreamLoop, StreamSpec, stream, stream_many
-from .runner import RunOptions, run
+from .loop import StreamLoop, stream, stream_many
+from .runner import Runner, RunOptions, run
 from .sinks import Sink
 from .sources import Frame, FrameSource, SourceOptions, open_source, parse_source
+from .streams import Defended, Region, Stream, StreamEvent, StreamsChanged, StreamSpec, parse_streams
 
-__all__ = ["Defended", "Frame", "FrameSource", "RunOptions", "Sink", "SourceOptions", "Stream", "StreamEvent", "StreamLoop",
-           "StreamSpec", "open_source", "parse_source", "run", "stream", "stream_many"]
+__all__ = ["Defended", "Frame", "FrameSource", "Region", "RunOptions", "Runner", "Sink", "SourceOptions", "Stream", "StreamEvent",
+           "StreamLoop", "StreamSpec", "StreamsChanged", "open_source", "parse_source", "parse_streams", "run", "stream", "stream_many"]

@@ -22,6 +22,7 @@ class Frame:
     index: int
     captured_at: float  # time.time()
     name: str = ""  # file name for image sources
+    follows_gap: bool = False  # the first frame after an outage of its (live) source
 
 
 @dataclass

@@ -16,6 +16,7 @@ import threading
 from typing import Callable
 
 from ..errors import PcedgeError
+from ..util.redact import redact
 from .base import Frame, FrameSource, SourceStats
 from .live import LiveSource
 from .sources import open_source
@@ -37,7 +38,7 @@ class Feed:
         self.owned = not isinstance(target, FrameSource)
         self.source: FrameSource | None = None if self.owned else target
         self.live = parse_source(target, options).live if self.owned else target.live
-        self.uri = str(target) if self.owned else target.description
+        self.uri = redact(str(target)) if self.owned else target.description  # shown until the source is open
         self._target = target
         self._cond = threading.Condition()
         self._slot: Frame | None = None  # the frame read ahead (files, and live sources without their own buffer)
@@ -46,16 +47,18 @@ class Feed:
         self._pull: Callable[[], Frame | None] | None = None
         self._closer: threading.Thread | None = None
         self._stats_before_open = SourceStats()
+        self.started = False
 
     # ------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
         """Open and read in the background; a file is opened here first (it is local and quick, and OpenCV opens
         captures one at a time, so a file opened before the cameras never waits behind one)."""
+        self.started = True
         if self.source is None and not self.live:
             try:
                 self.source = open_source(self._target, self.options)
             except PcedgeError as exc:
-                self.stats.error = str(exc)
+                self.stats.error = redact(str(exc))
                 with self._cond:
                     self._reader_done = True
                 return
@@ -77,6 +80,25 @@ class Feed:
         if isinstance(source, LiveSource):
             return source.opened.is_set()
         return source is not None and not self.error
+
+    @property
+    def tried(self) -> bool:
+        """The first attempt to open the source has finished (opened or not): a service is ready once every one is."""
+        source = self.source
+        if isinstance(source, LiveSource):
+            return source.tried.is_set()
+        return source is not None or self.ended
+
+    @property
+    def state(self) -> str:
+        """``starting``, ``running``, ``stalled``, ``reconnecting`` (live sources: :attr:`LiveSource.state`), ``ended``
+        or ``failed``."""
+        source = self.source
+        if isinstance(source, LiveSource):
+            return source.state
+        if self.ended:
+            return "failed" if self.error else "ended"
+        return "running" if self.opened else "starting"
 
     @property
     def description(self) -> str:
@@ -147,9 +169,9 @@ class Feed:
                 return
             self._read_ahead(self.source)
         except PcedgeError as exc:
-            self.stats.error = str(exc)
+            self.stats.error = redact(str(exc))
         except Exception as exc:  # noqa: BLE001 - a failing source (an OpenCV error, a bug in a custom one) ends its stream alone
-            self.stats.error = f"{self.description}: {type(exc).__name__}: {exc}"
+            self.stats.error = redact(f"{self.description}: {type(exc).__name__}: {exc}")
             log.error("%s", self.error, exc_info=log.isEnabledFor(logging.DEBUG))
         finally:
             with self._cond:

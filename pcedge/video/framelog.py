@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from pathlib import Path
 from typing import IO, Any, Sequence
 
-from .loop import Defended, Stream, StreamEvent
 from .sinks import Sink
+from .streams import Defended, Stream, StreamEvent, StreamsChanged
 
 
 class FrameLog(Sink):
@@ -32,6 +33,17 @@ class FrameLog(Sink):
 
     def start(self, streams: Sequence[Stream]) -> None:
         self._several = len(streams) > 1
+
+    def streams_changed(self, change: StreamsChanged) -> None:
+        if not (change.added or change.removed):
+            return
+        self._several = True  # records name their stream from now on: several may have run
+        self._write({"event": "streams_changed", "timestamp": round(time.time(), 6),
+                     "added": [{"stream": s.index, "stream_name": s.name} for s in change.added],
+                     "removed": [{"stream": s.index, "stream_name": s.name} for s in change.removed]})
+
+    def config_reloaded(self, result: dict[str, Any]) -> None:
+        self._write({"event": "config_reloaded", "timestamp": round(time.time(), 6), **result})
 
     def frame(self, item: Defended) -> None:
         result = item.result

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from ..errors import SourceError
+from ..util.redact import redact
 from .base import Frame, FrameSource, open_capture, to_bgr8
 from .rtsp_probe import rtsp_unanswered
 from .uri import SourceOptions, SourceSpec, opencv_has_gstreamer
@@ -42,13 +43,18 @@ class LiveSource(FrameSource):
         self._opener = opener or (lambda: _open_live(spec, options))
         self.on_frame: Callable[[], None] | None = None  # called from the capture thread after each new frame
         self.opened = threading.Event()  # set once the source has delivered its first frame
+        self.tried = threading.Event()  # set once the first attempt to open it has finished, whatever came of it
         self._open_deferred = retry_first_open
         self._cap = None if retry_first_open else self._opener()
+        if not retry_first_open:
+            self.tried.set()
         self._fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0) if self._cap is not None else 0.0
         self._cond = threading.Condition()
         self._latest: Frame | None = None
         self._finished = False
         self._stall_noted = False
+        self._reconnecting = False
+        self._gap_before_next = False  # an outage was recorded: the next frame published follows it
         self._stop = threading.Event()
         self._last_frame_at, self._last_frame_wall = time.monotonic(), time.time()
         self._thread = threading.Thread(target=self._capture_loop, name="pcedge-capture", daemon=True)
@@ -63,6 +69,19 @@ class LiveSource(FrameSource):
         """No frame will come any more (given up, closed, or a finite pipeline ended) and none is waiting."""
         with self._cond:
             return self._finished and self._latest is None
+
+    @property
+    def state(self) -> str:
+        """``starting`` (not opened yet), ``running``, ``stalled`` (open, no frame for ``stall_s``), ``reconnecting``,
+        ``ended`` (a finite pipeline's end, or closed) or ``failed`` (given up)."""
+        with self._cond:
+            if self._finished:
+                return "failed" if self.stats.error else "ended"
+            if not self.opened.is_set():
+                return "starting"
+            if self._reconnecting:
+                return "reconnecting"
+            return "stalled" if time.monotonic() - self._last_frame_at >= self.options.stall_s else "running"
 
     def __iter__(self) -> Iterator[Frame]:
         while True:
@@ -139,12 +158,13 @@ class LiveSource(FrameSource):
 
     def _publish(self, frame: Frame) -> None:
         with self._cond:
+            frame.follows_gap, self._gap_before_next = self._gap_before_next, False
             self.stats.read += 1
             if self._latest is not None:
                 self.stats.dropped += 1
             self._latest = frame
             self._last_frame_at, self._last_frame_wall = time.monotonic(), frame.captured_at
-            self._stall_noted = False
+            self._stall_noted = self._reconnecting = False
             self._cond.notify()
         self.opened.set()
         if self.on_frame is not None:
@@ -161,6 +181,7 @@ class LiveSource(FrameSource):
         # the outage began with the last frame (a stalled camera was silent for stall_s before this), or now
         start_wall, start = self._last_frame_wall if not first_open else time.time(), time.monotonic()
         if not first_open:
+            self._reconnecting = True
             log.warning("%s: stream ended, failed or stalled; reconnecting for up to %.0f s", self.description,
                         self.options.reconnect_s)
         if self._cap is not None:
@@ -170,10 +191,12 @@ class LiveSource(FrameSource):
         while not self._stop.is_set() and (time.monotonic() - start < self.options.reconnect_s or (first_open and not attempts)):
             attempts += 1
             image, reason = self._try_open()
+            self.tried.set()
             if image is not None:
                 end = time.time()
                 if attempts > 1 or not first_open:
                     self.stats.add_gap(start_wall, end)
+                    self._gap_before_next = True
                     log.warning("%s: %s after %.1f s", self.description, "opened" if first_open else "reconnected", end - start_wall)
                 self.stats.reconnects += int(not first_open)
                 return image
@@ -209,11 +232,12 @@ class LiveSource(FrameSource):
 
 
 def _describe_live(spec: SourceSpec) -> str:
+    """How logs, errors and summaries name the source: built from its redacted URI (never its credentials)."""
     if spec.kind == "camera":
         return f"camera {spec.location}"
     if spec.kind == "gstreamer":
-        return f"GStreamer source {spec.uri if not spec.uri.startswith('gst:') else spec.location!r}"
-    return f"stream {spec.uri}"
+        return f"GStreamer source {redact(spec.uri if not spec.uri.startswith('gst:') else repr(spec.location))}"
+    return f"stream {redact(spec.uri)}"
 
 
 def _open_live(spec: SourceSpec, options: SourceOptions) -> Any:
@@ -221,13 +245,13 @@ def _open_live(spec: SourceSpec, options: SourceOptions) -> Any:
         return _open_camera(spec.location, options)
     if spec.kind == "gstreamer":
         if not opencv_has_gstreamer():
-            raise SourceError(f"{spec.uri}: this OpenCV has no GStreamer support (pip's opencv-python does not; "
+            raise SourceError(f"{_describe_live(spec)}: this OpenCV has no GStreamer support (pip's opencv-python does not; "
                               "on Jetson use JetPack's python3-opencv, or build OpenCV with -DWITH_GSTREAMER=ON)")
-        return open_capture(spec.location, cv2.CAP_GSTREAMER, options, f"GStreamer pipeline {spec.location!r}")
+        return open_capture(spec.location, cv2.CAP_GSTREAMER, options, _describe_live(spec))
     unanswered = rtsp_unanswered(spec.location, options.open_timeout_s)
     if unanswered:
-        raise SourceError(f"cannot open stream {spec.location}: {unanswered}")
-    return open_capture(spec.location, cv2.CAP_FFMPEG, options, f"stream {spec.location}")
+        raise SourceError(f"cannot open {_describe_live(spec)}: {unanswered}")
+    return open_capture(spec.location, cv2.CAP_FFMPEG, options, _describe_live(spec))
 
 
 def _open_camera(location: int | str, options: SourceOptions) -> Any:

@@ -100,7 +100,7 @@ class VideoFileOutput(Output):
             self._open(frame)
         if (frame.shape[1], frame.shape[0]) != self._size:  # the stream changed resolution mid-way
             frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
-        if self.written % DISK_CHECK_EVERY == 0 and _free_bytes(self.path.parent) < self.min_free_bytes:
+        if self.written % DISK_CHECK_EVERY == 0 and free_bytes(self.path.parent) < self.min_free_bytes:
             raise OSError(f"less than {self.min_free_bytes >> 20} MiB free on the disk of {self.path.parent}")
         self._writer.write(frame)
 
@@ -133,7 +133,7 @@ class FolderOutput(Output):
         folder.mkdir(parents=True, exist_ok=True)
 
     def _write(self, frame: np.ndarray) -> None:
-        if self.written % DISK_CHECK_EVERY == 0 and _free_bytes(self.folder) < self.min_free_bytes:
+        if self.written % DISK_CHECK_EVERY == 0 and free_bytes(self.folder) < self.min_free_bytes:
             raise OSError(f"less than {self.min_free_bytes >> 20} MiB free on the disk of {self.folder}")
         path = self.folder / f"frame_{self.written:06d}{self.ext}"
         if not cv2.imwrite(str(path), frame):
@@ -191,7 +191,8 @@ def open_output(uri: str | Path | None, fps: float = 30.0, *, title: str = "") -
     return FolderOutput(path)
 
 
-def _free_bytes(folder: Path) -> int:
+def free_bytes(folder: Path) -> int:
+    """Bytes free on the disk that holds ``folder`` (or would hold it: the nearest existing parent is asked)."""
     probe = folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

@@ -14,13 +14,16 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from ..errors import ConfigError
+import numpy as np
+
+from ..errors import ConfigError, PcedgeError
+from ..util import naming
 from ..util.progress import progress
-from .loop import Defended, Stream, StreamEvent
 from .outputs import DisplayOutput, NullOutput, Output, open_output
 from .overlay import draw_overlay
+from .streams import Defended, Stream, StreamEvent, StreamsChanged
 
 log = logging.getLogger("pcedge.video")
 
@@ -30,6 +33,7 @@ class Sink:
 
     name = "sink"
     stop_requested = False  # set to end the whole run (a display window closed by its user)
+    order = 0  # where it sits in the chain: a sink reads what lower orders did with the same delivery
 
     def start(self, streams: Sequence[Stream]) -> None:
         """Called once before the first delivery, with every stream of the run."""
@@ -39,6 +43,12 @@ class Sink:
 
     def event(self, event: StreamEvent) -> None:
         """A stream's lifecycle event or a frame without a result."""
+
+    def streams_changed(self, change: StreamsChanged) -> None:
+        """Streams were added or removed while the run goes on (a reload); their events came before this."""
+
+    def config_reloaded(self, result: dict[str, Any]) -> None:
+        """A reload of the run's configuration was applied or refused (``result["result"]``: applied, refused)."""
 
     def stream_summary(self, stream: Stream) -> dict[str, Any]:
         """What this sink adds to one stream's summary (e.g. where its recording went)."""
@@ -59,8 +69,9 @@ class SinkChain:
     """Every delivery to every sink, a failing sink switched off (logged once) without touching the others."""
 
     def __init__(self, sinks: Sequence[Sink]) -> None:
-        self.sinks = list(sinks)
+        self.sinks = sorted(sinks, key=lambda sink: sink.order)  # stable: equal orders keep the given order
         self.failed: dict[str, str] = {}
+        self._switched_off: list[Sink] = []  # still closed at the end: a recording stays a finished file
 
     def start(self, streams: Sequence[Stream]) -> None:
         for sink in self.sinks:
@@ -71,6 +82,20 @@ class SinkChain:
 
     def event(self, event: StreamEvent) -> None:
         self._each("event", event)
+
+    def streams_changed(self, change: StreamsChanged) -> None:
+        self._each("streams_changed", change)
+
+    def config_reloaded(self, result: dict[str, Any]) -> None:
+        self._each("config_reloaded", result)
+
+    def add(self, sinks: Sequence[Sink]) -> None:
+        """Sinks, already started, that join a running chain (a reload restarted them)."""
+        self.sinks = sorted(self.sinks + list(sinks), key=lambda sink: sink.order)
+
+    def remove(self, sinks: Sequence[Sink]) -> None:
+        """Sinks that leave a running chain; the caller drains and closes them (away from the loop's thread)."""
+        self.sinks = [sink for sink in self.sinks if sink not in sinks]
 
     @property
     def stop_requested(self) -> bool:
@@ -91,12 +116,19 @@ class SinkChain:
         for thread in draining:
             thread.join()
         reports = {sink.name: sink.report() for sink in self.sinks if sink.report()}
-        reports.update({name: {"failed": reason} for name, reason in self.failed.items()})
+        reports.update({name: {"switched_off": reason} for name, reason in self.failed.items()})
         return reports
 
     def close(self, summary: dict[str, Any]) -> None:
-        for sink in self.sinks:
+        for sink in self.sinks + self._switched_off:
             self._guarded(sink, "close", summary)
+
+    @classmethod
+    def finish(cls, sinks: Sequence[Sink]) -> None:
+        """Sinks that left a running chain deliver what they hold and close (a server frees its port)."""
+        for sink in sinks:
+            cls._guarded(sink, "drain")
+            cls._guarded(sink, "close", {})
 
     @staticmethod
     def _guarded(sink: Sink, method: str, *args: Any) -> None:
@@ -112,6 +144,7 @@ class SinkChain:
             except Exception as exc:  # noqa: BLE001 - a sink never stops the defense
                 self.failed[sink.name] = f"{type(exc).__name__}: {exc}"
                 self.sinks.remove(sink)
+                self._switched_off.append(sink)
                 log.error("%s failed and is switched off (the defense goes on): %s", sink.name, self.failed[sink.name],
                           exc_info=log.isEnabledFor(logging.DEBUG))
 
@@ -125,6 +158,9 @@ class PeopleLog(Sink):
 
     def start(self, streams: Sequence[Stream]) -> None:
         self._several = len(streams) > 1
+
+    def streams_changed(self, change: StreamsChanged) -> None:
+        self._several = self._several or len(change.streams) > 1  # names stay in the lines once there were several
 
     def _who(self, stream: Stream) -> str:
         return f" on {stream.name}" if self._several else ""
@@ -148,6 +184,8 @@ class PeopleLog(Sink):
             log.error("%s%s", prefix, event.fields["error"])
         elif event.kind == "ended" and self._several and event.fields["reason"] in ("end", "max_frames"):
             log.info("%sended (%s) after %d frames", prefix, event.fields["reason"].replace("_", " "), stream.stats.frames)
+        elif event.kind == "alarm_cleared":
+            log.info("patch alarm cleared%s: the stream is %s (its alarm window starts afresh)", self._who(stream), event.fields["reason"])
         elif event.kind == "frame_error":
             log.warning("%sframe %d has no result (%s): %s", prefix, event.fields["index"], event.fields["failure"],
                         event.fields["reason"])
@@ -165,6 +203,9 @@ class StatusLine(Sink):
 
     def start(self, streams: Sequence[Stream]) -> None:
         self._streams = list(streams)
+
+    def streams_changed(self, change: StreamsChanged) -> None:
+        self._streams = list(change.streams)
 
     def _ensure_bar(self) -> Any:
         if self._bar is None:  # at the first delivery: the files are open and their lengths known
@@ -203,23 +244,49 @@ class Recorder(Sink):
 
     name = "recording"
 
-    def __init__(self, targets: Sequence[str | None], names: Sequence[str], model: Any, *, fps_limit: float = 0.0,
+    def __init__(self, streams: Sequence[Stream], targets: Sequence[str | None], model: Any, *, fps_limit: float = 0.0,
                  show_masks: bool = True) -> None:
-        """Opens every output now, so a bad one is refused before the run starts (one window per stream, titled)."""
+        """Opens every output now, so a bad one is refused before the run starts (one window per stream, titled).
+        A stream's own ``spec.output`` and ``spec.show_masks`` win over ``targets`` and ``show_masks``."""
         self.model, self.fps_limit, self.show_masks = model, fps_limit, show_masks
-        self.outputs: list[Output] = []
+        self.outputs: dict[int, Output] = {}
+        self._annotate: dict[int, Callable[[Defended], np.ndarray]] = {}
+        self._titled = len(streams) > 1
         try:
-            for target, name in zip(targets, names, strict=True):
-                self.outputs.append(open_output(target, fps=fps_limit, title=f"pcedge {name}" if len(names) > 1 else ""))
+            self._open(streams, targets)
         except BaseException:
-            for output in self.outputs:
-                output.close()
+            self.close({})
             raise
 
+    def _open(self, streams: Sequence[Stream], targets: Sequence[str | None]) -> None:
+        for stream, target in zip(streams, targets, strict=True):
+            spec = stream.spec
+            self.outputs[stream.index] = open_output(spec.output if spec.output is not None else target, fps=self.fps_limit,
+                                                     title=f"pcedge {stream.name}" if self._titled else "")
+            self._annotate[stream.index] = annotator(self.model, self.show_masks if spec.show_masks is None else spec.show_masks)
+
     def start(self, streams: Sequence[Stream]) -> None:
-        for stream, output in zip(streams, self.outputs, strict=True):
-            if not isinstance(output, NullOutput):
-                log.info("%soutput: %s", f"stream {stream.index} ({stream.name}) " if len(streams) > 1 else "", output.description)
+        for stream in streams:
+            self._announce(stream, several=len(streams) > 1)
+
+    def _announce(self, stream: Stream, several: bool) -> None:
+        output = self.outputs[stream.index]
+        if not isinstance(output, NullOutput):
+            log.info("%soutput: %s", f"stream {stream.index} ({stream.name}) " if several else "", output.description)
+
+    def streams_changed(self, change: StreamsChanged) -> None:
+        """Outputs for the streams added (their own ``output`` setting), closed for those removed. An output that cannot
+        open (a window on a machine without a display) leaves that stream unrecorded, said once; the others record on."""
+        self._titled = True
+        for stream in change.removed:
+            self.outputs[stream.index].close()
+        for stream in change.added:
+            try:
+                self._open([stream], [None])
+            except PcedgeError as exc:
+                log.error("%s: not recorded (%s)", stream.name, exc)
+                self.outputs[stream.index], self._annotate[stream.index] = NullOutput(), annotator(self.model, False)
+            self._announce(stream, several=True)
 
     def frame(self, item: Defended) -> None:
         output = self.outputs[item.stream.index]
@@ -227,9 +294,7 @@ class Recorder(Sink):
             return
         if not output.written:
             output.set_rate(self.fps_limit or item.stream.feed.fps or 30.0)
-        undefended = None if item.undefended is None else self.model.class_name(item.undefended)
-        output.write(draw_overlay(item.frame.image, item.result, fps=item.stream.stats.fps, undefended=undefended,
-                                  mask_set=self.model.mask_set if self.show_masks else None, spec=self.model.spec))
+        output.write(self._annotate[item.stream.index](item))
         if isinstance(output, DisplayOutput) and output.quit_requested:
             self.stop_requested = True
 
@@ -238,8 +303,19 @@ class Recorder(Sink):
         return {"output": output.failed or f"{output.description}: {output.written} frames"}
 
     def close(self, summary: dict[str, Any]) -> None:
-        for output in self.outputs:
+        for output in self.outputs.values():
             output.close()
+
+
+def annotator(model: Any, show_masks: bool = True) -> Callable[[Defended], np.ndarray]:
+    """The overlay ``pcedge run`` draws (:func:`pcedge.video.overlay.draw_overlay`), as a function of a delivery: the
+    one drawing of recordings, windows, snapshots, clips and the live view."""
+    def annotate(item: Defended) -> np.ndarray:
+        undefended = None if item.undefended is None else model.class_name(item.undefended)
+        return draw_overlay(item.frame.image, item.result, fps=item.stream.stats.fps, undefended=undefended,
+                            mask_set=model.mask_set if show_masks else None, spec=model.spec)
+
+    return annotate
 
 
 def stream_outputs(outputs: str | Sequence[str] | None, names: Sequence[str]) -> list[str | None]:
@@ -253,10 +329,6 @@ def stream_outputs(outputs: str | Sequence[str] | None, names: Sequence[str]) ->
     if len(outputs) == 1 and outputs[0].startswith("display://"):
         return [outputs[0]] * len(names)
     if len(outputs) == 1 and not Path(outputs[0]).suffix:
-        return [str(Path(outputs[0]) / f"{_file_safe(name)}.mp4") for name in names]
+        return [str(Path(outputs[0]) / f"{naming.slug(name)}.mp4") for name in names]
     raise ConfigError(f"{len(names)} sources and {len(outputs)} outputs: give --output once per source, or once as a folder "
                       "(one video per stream) or a display (one window per stream)")
-
-
-def _file_safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "stream"

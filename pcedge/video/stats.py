@@ -1,5 +1,5 @@
 """What one stream's defended frames added up to, in constant memory: the status line, the summary, and the
-site's metrics read it.
+site's status (:mod:`pcedge.video.status`) read it.
 
 Latency is the defended frame's total time (for a ``triton://`` model, the client's end-to-end time); age is the
 time from the frame's capture to its result (for a camera: how late an alarm can come).
@@ -7,6 +7,7 @@ time from the frame's capture to its result (for a camera: how late an alarm can
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter, deque
 from typing import Any
@@ -14,6 +15,9 @@ from typing import Any
 from ..alarm import LEVELS
 from ..result import FRAME_FAILURES, FrameFailure, Result
 from ..util.latency_stats import LatencyStats
+
+FPS_WINDOW_S = 10.0
+"""The live rate counts the results of the last this many seconds, so a camera that stopped falls to 0 FPS."""
 
 
 class StreamStats:
@@ -30,7 +34,9 @@ class StreamStats:
         self.started = time.time()
         self._first: float | None = None
         self._last: float | None = None
-        self._recent: deque[float] = deque(maxlen=30)
+        self._first_monotonic: float | None = None
+        self._recent: deque[float] = deque()  # monotonic times of the results of the last FPS_WINDOW_S
+        self._recent_lock = threading.Lock()  # the site's threads read the rate while the loop adds results
 
     @property
     def frames(self) -> int:
@@ -41,7 +47,10 @@ class StreamStats:
         now = time.time()
         self._first = now if self._first is None else self._first
         self._last = now
-        self._recent.append(time.monotonic())
+        with self._recent_lock:
+            self._recent.append(time.monotonic())
+            self._first_monotonic = self._first_monotonic or self._recent[-1]
+            self._forget_before(self._recent[-1] - FPS_WINDOW_S)
         self.latency.add(result.timings_ms["total"])
         self.age.add(age_ms)
         self.cases[result.case] += 1
@@ -53,10 +62,27 @@ class StreamStats:
         self.failures[failure.kind] += 1
 
     @property
+    def last_result_at(self) -> float | None:
+        """When the newest result came (``time.time()``; None before the first)."""
+        return self._last
+
+    @property
     def fps(self) -> float:
-        """Frames per second over the last 30 results (the live rate, not the run's average)."""
-        t = self._recent
-        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+        """Results per second over the window that ends now (the live rate, not the run's average): the last
+        ``FPS_WINDOW_S`` seconds, or the time since the first result while that is shorter. It falls to 0 within
+        ``FPS_WINDOW_S`` once results stop coming (a camera that died shows 0, not its old rate)."""
+        with self._recent_lock:
+            now = time.monotonic()
+            self._forget_before(now - FPS_WINDOW_S)
+            recent = self._recent
+            if self._first_monotonic is not None and self._first_monotonic < now - FPS_WINDOW_S:
+                return len(recent) / FPS_WINDOW_S
+            return (len(recent) - 1) / (now - recent[0]) if len(recent) > 1 and now > recent[0] else 0.0
+
+    def _forget_before(self, cutoff: float) -> None:
+        """Drop result times older than ``cutoff`` (caller holds ``_recent_lock``)."""
+        while self._recent and self._recent[0] < cutoff:
+            self._recent.popleft()
 
     def as_dict(self) -> dict[str, Any]:
         """Frames, latency mean and percentiles (ms, within 1%: :mod:`pcedge.util.latency_stats`), age at decision

@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 from ..alarm import LEVELS
 from ..result import FRAME_FAILURES
-from .loop import Stream
+from .streams import Stream
 
 
 def stream_summary(stream: Stream, extra: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def format_sinks(sinks: dict[str, dict[str, Any]]) -> str:
-    """``mqtt: dropped 0; webhook https://...: delivered 4, dropped 0; frame log: failed (...)``."""
+    """``mqtt: dropped 0, failed 0, delivered 12; webhook https://host/…: ...; frame log: switched_off (...)``."""
     return "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in report.items()) for name, report in sinks.items())
 
 

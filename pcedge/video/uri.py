@@ -7,11 +7,12 @@ URIs follow jetson-inference's conventions (``csi://0``, ``v4l2:///dev/video0``,
 from __future__ import annotations
 
 import glob as globmod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, SourceError
+from ..util.redact import redact
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".gif")
@@ -54,8 +55,8 @@ class SourceSpec:
     """A parsed source URI: ``kind`` in image, images, video, camera, network, gstreamer."""
 
     kind: str
-    location: Any  # path, list of paths, camera index/device, URL or pipeline
-    uri: str
+    location: Any = field(repr=False)  # path, list of paths, camera index/device, URL or pipeline (may hold a password)
+    uri: str = field(repr=False)
 
     @property
     def live(self) -> bool:
@@ -78,7 +79,7 @@ def parse_source(uri: str | int | Path, options: SourceOptions | None = None) ->
     if text.startswith("csi://"):
         sensor = text[len("csi://"):]
         if not sensor.isdigit():
-            raise SourceError(f"{text}: use csi://N with the sensor id N (csi://0)")
+            raise SourceError(f"{redact(text)}: use csi://N with the sensor id N (csi://0)")
         return SourceSpec("gstreamer", csi_pipeline(int(sensor), options), text)
     if text.startswith("gst:"):
         return SourceSpec("gstreamer", text[len("gst:"):].strip(), text)
@@ -91,7 +92,7 @@ def parse_source(uri: str | int | Path, options: SourceOptions | None = None) ->
     if any(ch in text for ch in "*?["):
         paths = sorted(p for p in globmod.glob(text) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
-            raise SourceError(f"{uri}: the glob matches no image files ({', '.join(IMAGE_SUFFIXES)})")
+            raise SourceError(f"{redact(str(uri))}: the glob matches no image files ({', '.join(IMAGE_SUFFIXES)})")
         return SourceSpec("images", [Path(p) for p in paths], str(uri))
     path = Path(text)
     if path.is_dir():
@@ -100,7 +101,7 @@ def parse_source(uri: str | int | Path, options: SourceOptions | None = None) ->
             raise SourceError(f"{path}: the folder holds no image files ({', '.join(IMAGE_SUFFIXES)})")
         return SourceSpec("images", paths, str(uri))
     if not path.exists():
-        raise SourceError(f"{uri}: no such file or folder (sources: a file, folder, glob, camera index, "
+        raise SourceError(f"{redact(str(uri))}: no such file or folder (sources: a file, folder, glob, camera index, "
                           "/dev/videoN, csi://N, rtsp://..., gst:<pipeline>)")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return SourceSpec("image", path, str(uri))

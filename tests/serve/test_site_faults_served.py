@@ -1,10 +1,19 @@
 """Acceptance, served: the site's bad day (tests/support/site_faults.py) with the defense on a real tritonserver that is
 killed (SIGKILL, as a crash) mid-run and restarted: every frame is answered or counted, per stream, and the two
-servers' own request counts agree with what the client says it got."""
+servers' own request counts agree with what the client says it got.
+
+A killed server's counts die with it, so the first server's count is read just before the kill, at a moment when
+nothing can change it: the client is paused (SIGSTOP) for well under a second, its requests in flight are answered,
+the count is read once it stands still, the server is killed, and the client resumes into the dead server. (Reading
+it while the client ran raced the kill: a request answered between the read and SIGKILL made the test fail.)"""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -21,7 +30,9 @@ MAX_FRAMES = 200
 
 
 class CountedServer:
-    """A TritonServer whose answered requests are read before it is killed (a killed server's counts are gone)."""
+    """A TritonServer whose answered requests are counted exactly before it is killed (see the module docstring)."""
+
+    STILL_S = 0.3  # the count stands still this long: the paused client's requests in flight are all answered
 
     def __init__(self, server) -> None:
         self.server, self.answered_before_kill = server, 0
@@ -31,9 +42,19 @@ class CountedServer:
             stats = json.load(reply)["model_stats"][0]["inference_stats"]
         return int(stats["success"]["count"])
 
-    def kill(self) -> None:
-        self.answered_before_kill = self.answered()
-        self.server.kill()
+    def kill(self, client: subprocess.Popen) -> None:
+        os.kill(client.pid, signal.SIGSTOP)
+        try:
+            count, since = self.answered(), time.monotonic()
+            while time.monotonic() - since < self.STILL_S:
+                time.sleep(0.05)
+                now = self.answered()
+                if now != count:
+                    count, since = now, time.monotonic()
+            self.answered_before_kill = count
+            self.server.kill()
+        finally:
+            os.kill(client.pid, signal.SIGCONT)
 
     def start(self) -> None:
         self.server.start()

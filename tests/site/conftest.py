@@ -30,12 +30,18 @@ def free_port() -> int:
 
 
 class Broker:
-    """Mosquitto 2 on 127.0.0.1:PORT with anonymous clients and no persistence (a restart forgets retained state)."""
+    """Mosquitto 2 on 127.0.0.1:PORT with no persistence (a restart forgets retained state); anonymous clients, or with
+    ``login="user:password"`` only that user (a password file made by mosquitto_passwd)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.port, self.folder, self.proc = free_port(), folder, None
+    def __init__(self, folder: Path, login: str = "") -> None:
+        self.port, self.folder, self.proc, self.login = free_port(), folder, None, login
         self.config = folder / "mosquitto.conf"
-        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        access = "allow_anonymous true\n"
+        if login:
+            user, password = login.split(":", 1)
+            subprocess.run(["mosquitto_passwd", "-c", "-b", str(folder / "passwords"), user, password], check=True)
+            access = f"allow_anonymous false\npassword_file {folder / 'passwords'}\nuser root\n"  # reads it as root
+        self.config.write_text(f"listener {self.port} 127.0.0.1\n{access}persistence false\n")
         self.url = f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> "Broker":
@@ -68,12 +74,14 @@ def broker(tmp_path):
 class Subscriber:
     """A paho client that records every message under a topic filter (retained ones included)."""
 
-    def __init__(self, port: int, topic: str = "#") -> None:
+    def __init__(self, port: int, topic: str = "#", login: str = "") -> None:
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        if login:
+            self.client.username_pw_set(*login.split(":", 1))
         self.client.on_message = lambda c, u, m: self._add(m.topic, m.payload, m.retain)
         self.client.on_connect = lambda c, u, f, r, p: c.subscribe(topic, qos=1)
         self.client.connect("127.0.0.1", port)
@@ -102,9 +110,10 @@ class Subscriber:
 
 
 class Receiver:
-    """A webhook receiver on loopback: records each POST's headers and body; ``hang`` makes it never answer."""
+    """A webhook receiver on loopback: records each POST's headers and body; ``hang`` makes it never answer; ``path`` is
+    the URL's path (a secret, as Home Assistant's webhook ids are)."""
 
-    def __init__(self, hang: bool = False) -> None:
+    def __init__(self, hang: bool = False, path: str = "/hook") -> None:
         self.requests: list[tuple[dict[str, str], bytes, float]] = []
         release = self.release = threading.Event()
         received = self.requests
@@ -123,7 +132,7 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.url = f"http://127.0.0.1:{self.server.server_port}{path}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def events(self) -> list[dict]:
@@ -132,6 +141,11 @@ class Receiver:
     def close(self) -> None:
         self.release.set()
         self.server.shutdown()
+
+
+def receiver_name(receiver: "Receiver") -> str:
+    """The receiver's name in the summary: its URL without the path (which may be the webhook's secret)."""
+    return f"webhook http://127.0.0.1:{receiver.server.server_port}/…"
 
 
 def defended(model_path: Path) -> PatchCleanser:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from pcedge.site.build import SiteOptions, site_sinks
+from pcedge.site.mqtt import node_name
 from pcedge.video import RunOptions, SourceOptions, run
 from tests.site.conftest import CLEAN, PATCHED, Subscriber, defended
 
@@ -24,10 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _camera(clip: Path) -> str:
-    from pcedge.site.episodes import camera_slug
+    from pcedge.util.naming import slug
     from pcedge.video import StreamSpec
 
-    return camera_slug(StreamSpec.parse(str(clip), 0).name)
+    return slug(StreamSpec.parse(str(clip), 0).name)
 
 
 def _runs_of(payloads: list[bytes]) -> list[bytes]:
@@ -43,7 +44,8 @@ def test_an_alarm_episode_reaches_the_broker_as_frigate_lays_it_out(broker, regi
         summary = run(pc, [str(alarm_clip)], SourceOptions(), RunOptions(fps_limit=15), sinks=sinks)
     try:
         assert summary["frames"] == 2 * CLEAN + PATCHED and summary["alarms_raised"] == 1
-        assert summary["sinks"]["mqtt"] == {"dropped": 0}
+        report = summary["sinks"]["mqtt"]
+        assert report["dropped"] == report["failed"] == 0 and report["acknowledged"] >= 10
         watcher.wait_for("pcedge/available", b"offline")  # a clean end says so
         assert _runs_of(watcher.payloads(f"pcedge/{camera}/alarm"))[-2:] == [b"ON", b"OFF"]
         events = [json.loads(p) for p in watcher.payloads("pcedge/events")]
@@ -55,8 +57,14 @@ def test_an_alarm_episode_reaches_the_broker_as_frigate_lays_it_out(broker, regi
         assert set(_runs_of(watcher.payloads(f"pcedge/{camera}/level"))) >= {b"patch"}
         stats = json.loads(watcher.wait_for("pcedge/stats"))
         assert camera in stats["cameras"] and "fps" in stats["cameras"][camera]
-        config = json.loads(watcher.wait_for(f"homeassistant/binary_sensor/pcedge/{camera}_alarm/config"))
-        assert config["state_topic"] == f"pcedge/{camera}/alarm" and config["availability_topic"] == "pcedge/available"
+        assert [json.loads(p)["event_type"] for p in watcher.payloads(f"pcedge/{camera}/episode")] == ["new", "end"]
+        assert _runs_of(watcher.payloads(f"pcedge/{camera}/state"))[-3:] == [b"starting", b"running", b"ended"]
+        assert _runs_of(watcher.payloads(f"pcedge/{camera}/available"))[-2:] == [b"online", b"offline"]
+        node = node_name()
+        config = json.loads(watcher.wait_for(f"homeassistant/binary_sensor/{node}/{camera}_alarm/config"))
+        assert config["state_topic"] == f"pcedge/{camera}/alarm" and config["availability_mode"] == "all"
+        assert config["availability"] == [{"topic": "pcedge/available"}, {"topic": f"pcedge/{camera}/available"}]
+        assert config["device"]["name"] == f"pcedge {node}" and config["device"]["sw_version"] and config["device"]["model"]
     finally:
         watcher.close()
     late = Subscriber(broker.port, "pcedge/#")  # a subscriber that comes later gets the retained state at once

@@ -39,14 +39,16 @@ def free_port() -> int:
 class RtspServer:
     """One loopback camera; ``start`` waits until it serves."""
 
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
+    def __init__(self, port: int | None = None, login: str = "") -> None:
+        """``login`` = ``"user:password"``: clients must give them (``url`` then carries them, as a user would type it)."""
+        self.port, self.login = port or free_port(), login
         self.proc: subprocess.Popen | None = None
-        self.url = f"rtsp://127.0.0.1:{self.port}/test"
+        self.url = f"rtsp://{login + '@' if login else ''}127.0.0.1:{self.port}/test"
 
     def start(self) -> "RtspServer":
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}  # Debian's python, its own paths
-        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), str(self.port)], stdout=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), str(self.port), *([self.login] if self.login else [])],
+                                     stdout=subprocess.PIPE, text=True, env=env)
         line = self.proc.stdout.readline().strip()
         if line != "ready":
             raise RuntimeError(f"RTSP server did not start: {line!r}")

@@ -1,8 +1,9 @@
 """A real RTSP server on loopback for the video tests: videotestsrc -> x264enc -> rtph264pay.
 
 Run by Debian's own python3 (it needs python3-gi and gir1.2-gst-rtsp-server-1.0, which the project venv
-cannot import): ``/usr/bin/python3 tests/support/rtsp_server.py PORT``. Prints "ready" once serving
-rtsp://127.0.0.1:PORT/test; stops on SIGTERM.
+cannot import): ``/usr/bin/python3 tests/support/rtsp_server.py PORT [USER:PASSWORD]``. Prints "ready" once
+serving rtsp://127.0.0.1:PORT/test; stops on SIGTERM. With USER:PASSWORD, clients must log in (RTSP Basic
+authentication), as a real IP camera asks.
 """
 
 import signal
@@ -20,6 +21,19 @@ PIPELINE = (
 )
 
 
+def require_login(server, factory, user: str, password: str) -> None:
+    """Only ``user`` with ``password`` may see and play the stream (gst-rtsp-server's Basic authentication)."""
+    auth = GstRtspServer.RTSPAuth()
+    token = GstRtspServer.RTSPToken()
+    token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "user")
+    auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+    server.set_auth(auth)
+    permissions = GstRtspServer.RTSPPermissions()
+    permissions.add_role_from_structure(Gst.Structure.new_from_string("user, media.factory.access=(boolean)true, "
+                                                                      "media.factory.construct=(boolean)true"))
+    factory.set_permissions(permissions)
+
+
 def main() -> None:
     Gst.init(None)
     port = sys.argv[1] if len(sys.argv) > 1 else "8554"
@@ -29,6 +43,8 @@ def main() -> None:
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(PIPELINE)
     factory.set_shared(True)
+    if len(sys.argv) > 2:
+        require_login(server, factory, *sys.argv[2].split(":", 1))
     server.get_mount_points().add_factory("/test", factory)
     if server.attach(None) == 0:
         print(f"cannot bind 127.0.0.1:{port}", flush=True)

@@ -5,7 +5,8 @@ With ``faults``: camera A is down at start and comes up ``A_UP_S`` seconds after
 ``FAULT_AT_S`` for ``C_FROZEN_S``; camera D is healthy. A ``served`` run defends through a Triton server
 (``triton://``) that is killed at ``FAULT_AT_S`` and restarted. Without faults every camera runs throughout.
 The run is the real command in its own process; its JSON-lines log and summary come back parsed, with the
-wall-clock times of the faults. Used by tests/video/test_site_faults.py and benchmarks/bm_site_faults.py.
+wall-clock times of the faults. Used by tests/video/test_site_faults.py and benchmarks/bm_site_faults.py. A served run's
+``served_server`` has ``kill(client)`` (given the running command's process) and ``start()``.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class SiteRun:
 
 def run_site(model: str, clip: Path, out: Path, *, max_frames: int, faults: bool, served_server: Any = None,
              extra_args: tuple[str, ...] = (), timeout_s: float = 240.0) -> SiteRun:
-    """Run the scenario (see the module docstring); ``served_server`` is a started TritonServer for ``model``."""
+    """Run the scenario (see the module docstring); ``served_server`` stands for the started server of ``model``."""
     out.mkdir(parents=True, exist_ok=True)
     cameras = {name: RtspServer() for name in CAMERAS}
     for name, camera in cameras.items():
@@ -97,7 +98,7 @@ def _inject(cameras: dict[str, RtspServer], server: Any, times: dict[str, float]
     steps = sorted([(FAULT_AT_S, "b_killed", cameras["b"].kill), (FAULT_AT_S, "c_frozen", cameras["c"].freeze),
                     (A_UP_S, "a_up", cameras["a"].start), (FAULT_AT_S + B_DOWN_S, "b_restarted", cameras["b"].start),
                     (FAULT_AT_S + C_FROZEN_S, "c_thawed", cameras["c"].thaw)]
-                   + ([(FAULT_AT_S, "server_killed", server.kill), (FAULT_AT_S + B_DOWN_S, "server_restarted", server.start)]
+                   + ([(FAULT_AT_S, "server_killed", lambda: server.kill(proc)), (FAULT_AT_S + B_DOWN_S, "server_restarted", server.start)]
                       if server is not None else []), key=lambda step: step[0])
     for seconds, name, action in steps:
         at(seconds, name, action)

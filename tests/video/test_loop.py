@@ -19,8 +19,6 @@ from pcedge.video.uri import SourceSpec
 from tests.video.clips import GivenFrames, numbered_frame, write_numbered_clip
 
 
-
-
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clips")
@@ -83,8 +81,8 @@ def test_a_full_disk_for_the_log_and_a_failing_sink_never_stop_the_defense(regio
     with defended(region_onnx) as pc:
         summary = run(pc, [str(clips[40])], SourceOptions(), RunOptions(log_path="/dev/full"), sinks=[Broken()])
     assert summary["frames"] == 40
-    assert summary["sinks"] == {"broken publisher": {"failed": "RuntimeError: the broker went away"},
-                                "frame log": {"failed": "OSError: /dev/full: No space left on device"}}
+    assert summary["sinks"] == {"broken publisher": {"switched_off": "RuntimeError: the broker went away"},
+                                "frame log": {"switched_off": "OSError: /dev/full: No space left on device"}}
     assert "frame log failed and is switched off (the defense goes on)" in caplog.text
 
 

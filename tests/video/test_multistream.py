@@ -111,7 +111,7 @@ def test_more_streams_than_one_call_holds_still_get_their_own_results(region_onn
 
 def test_stream_names_and_outputs():
     assert StreamSpec.parse("door=rtsp://10.0.0.5/cam", 0) == StreamSpec("rtsp://10.0.0.5/cam", "door")
-    assert StreamSpec.parse("rtsp://10.0.0.5/cam", 1).name == "rtsp://10.0.0.5/cam"
+    assert StreamSpec.parse("rtsp://admin:pw@10.0.0.5/cam", 1).name == "10.0.0.5-cam"
     assert StreamSpec.parse("/videos/yard.mp4", 2).name == "yard"
     assert stream_outputs(["rec"], ["door", "yard"]) == ["rec/door.mp4", "rec/yard.mp4"]
     assert stream_outputs(["a.mp4", "b.mp4"], ["x", "y"]) == ["a.mp4", "b.mp4"]

@@ -64,6 +64,19 @@ def test_labels_equal_onnx_runtime_at_every_batch_size(region_onnx):
             engine.infer(9)
 
 
+def test_exact_ties_go_to_the_first_class_as_onnx_runtime_breaks_them(region_onnx):
+    """Masked images tie exactly (a fully masked region scores 0): OpenVINO's TopK must pick ONNX Runtime's ArgMax label."""
+    images = np.full((4, 3, 32, 32), -1.0, np.float32)
+    images[0] = 0.0  # every region ties
+    images[1, :, 8:16, 8:16] = images[1, :, 16:24, 0:8] = 1.0  # regions 5 and 8 tie
+    images[2, :, 24:, 24:] = images[2, :, :8, :8] = 0.0  # regions 0 and 15 tie
+    images[3, :, :, 16:] = 0.5  # eight regions tie
+    with OpenVinoEngine(region_onnx, max_batch=4) as engine:
+        engine.input_buffer(4)[...] = images
+        labels = engine.infer(4)
+    assert labels.tolist() == ort_logits(region_onnx, images).argmax(axis=1).tolist() == [0, 5, 0, 2]
+
+
 def test_devices_openvino_does_not_find_are_refused_naming_those_it_does(region_onnx):
     available = ov.Core().available_devices
     absent = [d for d in DEVICES if d != "AUTO" and not any(a.split(".")[0] == d for a in available)]

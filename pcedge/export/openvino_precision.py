@@ -50,12 +50,12 @@ def gate_openvino_precision(model_path: str | Path, out_path: str | Path, frames
     model_path, out_path = Path(model_path), Path(out_path)
     metadata = fp32_source_metadata(model_path)
     spec = PreprocessSpec.from_metadata(metadata)
-    one_mask, two_mask = held_out_images(held_out_frames, spec, masks.build(spec.input_size))
     with OpenVinoEngine(model_path, target=device, hint=hint) as engine:
         if engine.precision != OPENVINO_HINTS[hint]:
             raise EngineError(f"--precision {hint}: OpenVINO's {engine.execution_devices[0]} here computes {engine.precision}, not "
                               f"{hint} (its capabilities: {', '.join(engine.capabilities())}), so there is nothing to gate. Run "
                               f"pcedge quantize --precision {hint} on the machine (CPU family or device) that will run the model")
+        one_mask, two_mask = held_out_images(held_out_frames, spec, masks.build(spec.input_size))
         step(f"measuring agreement of OpenVINO {hint} with FP32 on {len(one_mask) + len(two_mask)} held-out masked images")
         reduced = engine_labels(engine, np.concatenate([one_mask, two_mask]))
         described = engine.describe()

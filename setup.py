@@ -127,6 +127,7 @@ setup(
     extras_require={
         "cpu": ["onnxruntime>=1.16", "opencv-python-headless>=4.6"],  # desktops and servers without a GPU
         "gpu": ["onnxruntime-gpu>=1.16", "opencv-python-headless>=4.6"],  # x86 with an NVIDIA GPU: one ONNX Runtime only
+        "openvino": ["openvino>=2024.0"],  # Intel CPUs, integrated GPUs, NPUs (beside [cpu], which reads the model's metadata)
         "opencv": ["opencv-python-headless>=4.6"],
         "export": ["torch>=2.1", "onnx>=1.15", "onnxscript"],
         "trt": ["tensorrt>=10.0", "cuda-python>=12.0"],

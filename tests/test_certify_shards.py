@@ -83,6 +83,16 @@ def test_two_slices_merge_into_one_runs_tables_and_report(fashion_trained, fashi
     with pytest.raises(ConfigError, match="differ in mask_set"):
         merge_tables([slices[0], slices[1], ("x.npz", Tables(cut.positions, cut.labels, cut.undefended, cut.tables, other))])
 
+    def with_pipeline(named: tuple[str, Tables], **changes) -> tuple[str, Tables]:
+        name, t = named
+        return name, Tables(t.positions, t.labels, t.undefended, t.tables, dict(t.meta, pipeline={**t.meta["pipeline"], **changes}))
+
+    bf16 = [with_pipeline(named, precision="bf16") for named in slices]  # OpenVINO's BF16: the CPU's rounding
+    assert len(merge_tables(bf16).positions) == 30
+    bf16[1] = with_pipeline(bf16[1], cpu_features=[*bf16[1][1].meta["pipeline"]["cpu_features"], "amx_bf16"])
+    with pytest.raises(ConfigError, match=r"CPU instruction set \(bf16 rounds differently on another"):
+        merge_tables(bf16)
+
 
 def test_cli_slices_and_merge(fashion_trained, fashion_slice, tmp_path):
     def pcedge(*args: str) -> subprocess.CompletedProcess:

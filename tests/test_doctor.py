@@ -31,6 +31,17 @@ def test_report_is_complete_and_every_failed_check_says_what_to_do():
     assert all(c["fix"] for c in checks if not c["ok"]), [c for c in checks if not c["ok"] and not c["fix"]]
 
 
+def test_openvino_devices_are_listed_with_the_precisions_they_compute_in():
+    ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'patchcleanser-edge[openvino]')")
+    checks = {c["name"]: c for c in run_doctor()["checks"]}
+    assert checks["openvino"]["ok"] and checks["openvino"]["detail"].startswith(ov.__version__)
+    for device in ov.Core().available_devices:
+        capabilities = [str(c) for c in ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES")]
+        detail = checks[f"openvino {device}"]["detail"]
+        assert f"({', '.join(capabilities)})" in detail
+        assert ("no BF16/FP16" in detail) == ("BF16" not in capabilities and "FP16" not in capabilities)
+
+
 @pytest.mark.skipif(system_opencv_has_gstreamer() is None, reason="needs a system OpenCV with GStreamer (Debian's python3-opencv) "
                     "that this environment does not use")
 def test_pip_opencv_shadowing_the_system_opencv_with_gstreamer_is_explained():

@@ -1,4 +1,4 @@
-"""The edge runtime must not need torch, onnx or TensorRT: importing and running ORT pulls none of them."""
+"""The edge runtime must not need torch, onnx, TensorRT or OpenVINO: importing and running ORT pulls none of them."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from pcedge.runtime.driver import PatchCleanser
 from pcedge.runtime.ort import OrtEngine
 from pcedge.masks import MaskSet
 from pcedge.preprocess import PreprocessSpec
-heavy = [m for m in ("torch", "tensorrt", "onnx") if m in sys.modules]
+from pcedge.runtime.openvino import OpenVinoEngine
+from pcedge.runtime.backends import create_engine
+heavy = [m for m in ("torch", "tensorrt", "onnx", "openvino") if m in sys.modules]
 print(",".join(heavy))
 """
 
@@ -83,6 +85,6 @@ def test_no_module_is_too_long_to_read():
 def test_building_the_command_line_imports_no_heavy_library():
     """`pcedge doctor` must explain a broken OpenCV or ONNX Runtime, so parsing the command line imports neither."""
     code = ("import sys\nfrom pcedge.cli import build_parser\nbuild_parser()\n"
-            "print(','.join(m for m in ('cv2', 'onnxruntime', 'torch', 'onnx', 'tensorrt') if m in sys.modules))")
+            "print(','.join(m for m in ('cv2', 'onnxruntime', 'torch', 'onnx', 'tensorrt', 'openvino') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"building the parser imported: {out.stdout}"

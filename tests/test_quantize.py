@@ -219,3 +219,25 @@ def test_certificates_of_an_int8_model_name_its_scheme_and_the_cpu(int8_model, t
         tables = certify(pc, test, positions=np.arange(3), progress=False, model_path=int8_model[0])
     pipeline = build_report(tables, test)["pipeline"]
     assert pipeline["precision"] == "int8 u8s7" and pipeline["cpu_features"] == cpu_features()
+
+
+def test_openvino_runs_the_int8_file_as_int8_and_it_still_passes_the_gate(fashion_trained, int8_model, held_out):
+    """OpenVINO turns the QDQ pairs into its own INT8 kernels: its labels are its own, measured against FP32 again."""
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'patchcleanser-edge[openvino]')")
+    from pcedge.evaluation.certification import pipeline_identity
+    from pcedge.export.openvino_precision import engine_labels
+    from pcedge.export.quantize import onnx_labels
+    from pcedge.runtime.openvino import OpenVinoEngine
+
+    path, report = int8_model
+    with OpenVinoEngine(path, max_batch=32) as engine:
+        assert engine.precision == "int8 u8s7" and engine.describe() == "openvino (CPU, int8 u8s7)"
+        labels = engine_labels(engine, held_out)
+    fp32, ort_int8 = onnx_labels(fashion_trained.onnx_path, held_out), onnx_labels(path, held_out)
+    agreement, same_as_ort = float(np.mean(labels == fp32)), float(np.mean(labels == ort_int8))
+    print(f"OpenVINO INT8 on {len(held_out)} held-out masked images: {agreement:.1%} agree with FP32 (ONNX Runtime INT8: "
+          f"{report.agreement:.1%} on the gate's images), {same_as_ort:.1%} equal ONNX Runtime INT8's labels")
+    assert agreement >= 0.95, f"OpenVINO's INT8 labels agree with FP32 on {agreement:.1%} only"
+    with PatchCleanser.from_onnx(path, backend="openvino", masks=MaskSpec("4", 4)) as pc:
+        pipeline = pipeline_identity(pc, read_onnx_metadata(path))
+    assert pipeline["engine"] == "openvino (CPU, int8 u8s7)" and pipeline["precision"] == "int8 u8s7"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..runtime.backends import MODEL_FILE_BACKENDS
-from .options import add_mask_options, mask_spec_from_args, model_file, positive_int, save_report
+from .options import add_backend_options, add_mask_options, mask_spec_from_args, model_file, positive_int, save_report
 
 log = logging.getLogger("pcedge")
 
@@ -15,7 +14,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.bench import BenchOptions, format_table, plot_latencies, run_bench
 
     options = BenchOptions(frames=args.frames, warmup=args.warmup, masks=mask_spec_from_args(args),
-                           backends=tuple(args.backend or ["auto"]), torch_model=args.torch_model, attack_rate=args.attack_rate,
+                           backends=tuple(args.backend or ["auto"]), device=args.device, torch_model=args.torch_model, attack_rate=args.attack_rate,
                            rss=not args.no_rss, optimize_patch=not args.no_optimized_patch)
     report = run_bench(args.model, options, report_line=lambda text: log.info("%s", text.lstrip("# ")))
     print(format_table(report))
@@ -28,14 +27,14 @@ PARSER = dict(
     description="Latency (mean/p50/p90/p99), FPS, per-stage times, second-round cost under attack and peak RSS.",
     epilog="examples:\n"
            "  pcedge bench --model lite0.onnx --frames 30 --json bench.json --plot bench.png\n"
-           "  pcedge bench --model resnet18.onnx --torch-model benchmarks.models:resnet18 --backend ort --backend ort-cuda",
+           "  pcedge bench --model resnet18.onnx --torch-model benchmarks.models:resnet18 --backend ort --backend ort-cuda\n"
+           "  pcedge bench --model lite0.onnx --backend ort --backend openvino --no-rss      # an Intel box: both CPU engines",
 )
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, type=model_file, help="an ONNX model exported by pcedge export")
-    p.add_argument("--backend", action="append", choices=MODEL_FILE_BACKENDS,
-                   help="backend(s) to measure; repeat the option for several (default: auto)")
+    add_backend_options(p, repeatable=True)
     add_mask_options(p)
     p.add_argument("--frames", type=positive_int, default=20, help="timed frames per configuration")
     p.add_argument("--warmup", type=int, default=3, help="untimed frames first")

@@ -38,6 +38,7 @@ from ..evaluation.demo import (
 )
 from ..evaluation.democlip import PATCHED_MOTION, camera_view, load_photos, make_demo_clip, max_patch_side_in_frame, patch_corner
 from ..evaluation.sample_data import foolbox_samples
+from ..runtime.backends import MODEL_FILE_BACKENDS
 from ..runtime.driver import PatchCleanser
 from ..util.progress import progress
 from ..video import RunOptions, SourceOptions, run
@@ -130,8 +131,9 @@ def list_outputs(out_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pcedge.cli.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="folder for every output (created)")
-    parser.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "ort-trt", "ort-cuda", "ort"],
-                        help="engine backend (auto: TensorRT, then ONNX Runtime CUDA, then ONNX Runtime CPU)")
+    parser.add_argument("--backend", default="auto", choices=MODEL_FILE_BACKENDS,
+                        help="engine backend (auto: TensorRT, then ONNX Runtime CUDA, then ONNX Runtime CPU or OpenVINO, the "
+                             "faster here)")
     parser.add_argument("--optimize-patch", action="store_true",
                         help="optimize the adversarial patch here (PyTorch, about a minute) instead of using the shipped one")
     args = parser.parse_args(argv)

@@ -1,5 +1,6 @@
 """``pcedge doctor``: what this machine can run, each missing piece with what to do about it.
 
+It lists OpenVINO's devices with the precisions each computes in (BF16 only where the CPU has AMX or AVX-512 BF16).
 Besides what is installed, it looks for the mistakes that break edge deployments most often: pip's
 OpenCV (no GStreamer) shadowing the system's OpenCV that has it (CSI cameras and ``gst:`` sources
 stop working), both ONNX Runtime packages installed at once (one hides the other's providers),
@@ -137,6 +138,29 @@ def check_onnxruntime() -> list[dict]:
     return checks
 
 
+OPENVINO_PROBE = ("core = openvino.Core(); print(openvino.__version__); "
+                  "[print(d + ': ' + core.get_property(d, 'FULL_DEVICE_NAME') + ' (' + ', '.join(map(str, core.get_property(d, "
+                  "'OPTIMIZATION_CAPABILITIES'))) + ')') for d in core.available_devices]")
+
+
+def check_openvino() -> list[dict]:
+    """OpenVINO (Intel CPUs, integrated GPUs, NPUs) and the devices it finds, with the precisions each computes in."""
+    if importlib.util.find_spec("openvino") is None:
+        return [_check("openvino", False, "not installed (Intel CPUs, integrated GPUs and NPUs)", HINTS["openvino"])]
+    ok, text = import_in_child("openvino", code=OPENVINO_PROBE)
+    if not ok:
+        fix = "pip install 'numpy<2'" if numpy_abi_problem(text) else HINTS["openvino"]
+        return [_check("openvino", False, f"import fails: {text.splitlines()[-1] if text else ''}", fix)]
+    version, *devices = text.splitlines()
+    checks = [_check("openvino", True, f"{version}: {', '.join(d.split(':')[0] for d in devices) or 'no device'}")]
+    for line in devices:
+        device, detail = line.split(": ", 1)
+        reduced = [p for p in ("BF16", "FP16") if p in detail.rsplit("(", 1)[-1]]
+        checks.append(_check(f"openvino {device}", True, detail + ("; reduced precision: " + ", ".join(reduced) if reduced else
+                                                                   "; no BF16/FP16 (OpenVINO computes f32 here)")))
+    return checks
+
+
 def system_opencv_has_gstreamer() -> str | None:
     """The path of a system OpenCV built with GStreamer that this environment does not use, else None."""
     python = "/usr/bin/python3"
@@ -192,6 +216,7 @@ def run_doctor() -> dict:
     checks += check_tensorrt()
     checks += check_cuda_python()
     checks += check_onnxruntime()
+    checks += check_openvino()
     checks += check_opencv()
     checks.append(_check("torch (export only)", is_available("torch"), "needed by pcedge export / finetune only", HINTS["torch"]))
     return {"checks": checks}
@@ -210,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 PARSER = dict(
-    help="what this machine can run (GPU, TensorRT, ORT providers, kernels, video)",
+    help="what this machine can run (GPU, TensorRT, ORT providers, OpenVINO devices, kernels, video)",
     epilog="example:\n  pcedge doctor",
 )
 

@@ -50,10 +50,12 @@ def inspect_onnx(path: str | Path) -> dict:
     quant = info["metadata"].get("pcedge.quantization")
     if isinstance(quant, dict):
         made = quant.get("quantized_on", {})
-        lines.append(f"  INT8: scheme {quant.get('scheme', 'none recorded (full 8-bit weights: labels may depend on the CPU)')}, "
-                     f"agreement with FP32 {100 * quant.get('label_agreement_fp32', 0):.1f}% on held-out masked images"
+        what = (f"OpenVINO {quant.get('hint')} (runs at {quant.get('hint')} on --backend openvino, f32 elsewhere)"
+                if quant.get("engine") == "openvino" else
+                f"INT8: scheme {quant.get('scheme', 'none recorded (full 8-bit weights: labels may depend on the CPU)')}")
+        lines.append(f"  {what}, agreement with FP32 {100 * quant.get('label_agreement_fp32', 0):.1f}% on held-out masked images"
                      + (" (written with --force)" if quant.get("forced") else "")
-                     + (f"; quantized on {made.get('cpu')} ({made.get('int8_arithmetic')})" if made else ""))
+                     + (f"; measured on {made.get('cpu')} ({quant.get('measured_with') or made.get('int8_arithmetic')})" if made else ""))
     training = info["metadata"].get("pcedge.training")
     if isinstance(training, dict):
         lines.append(f"  fine-tuned: {training.get('recipe')}; teacher weights {str(training.get('teacher_sha256'))[:16]}; "

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable
 from ..errors import ConfigError
 from ..preprocess import INTERPOLATIONS
 from ..runtime.backends import MODEL_FILE_BACKENDS
+from ..runtime.openvino import DEVICES
 
 if TYPE_CHECKING:
     from ..masks import MaskSpec
@@ -179,8 +180,7 @@ def add_engine_options(parser: argparse.ArgumentParser, *, servable: bool = Fals
     parser.add_argument("--model", required=model_required, type=model_or_server if servable else model_file,
                         help="an ONNX model exported by pcedge export" +
                              (", or triton://HOST:PORT/NAME for a defense served by Triton (pcedge triton)" if servable else ""))
-    parser.add_argument("--backend", default="auto", choices=MODEL_FILE_BACKENDS,
-                        help="auto: TensorRT, then ONNX Runtime CUDA, then ONNX Runtime CPU (the one that runs is printed)")
+    add_backend_options(parser)
     add_mask_options(parser)
     parser.add_argument("--second-round", default="auto", choices=["auto", "per-disagreer", "all"],
                         help="how second-round images are batched: auto follows this engine's latency per batch size "
@@ -200,6 +200,20 @@ def add_engine_options(parser: argparse.ArgumentParser, *, servable: bool = Fals
                            help="a header on every request, e.g. an auth token for restricted endpoints (repeatable)")
 
 
+def add_backend_options(parser: argparse.ArgumentParser, *, repeatable: bool = False) -> None:
+    """``--backend`` and OpenVINO's ``--device`` (``repeatable``: several backends to measure, as pcedge bench takes)."""
+    text = ("auto: TensorRT, then ONNX Runtime CUDA, then on the CPU ONNX Runtime, or OpenVINO where it is installed and "
+            "measured faster on this machine (the engine that runs, and why, is printed)")
+    if repeatable:
+        parser.add_argument("--backend", action="append", choices=MODEL_FILE_BACKENDS,
+                            help=f"backend(s) to measure; repeat the option for several (default: auto). {text}")
+    else:
+        parser.add_argument("--backend", default="auto", choices=MODEL_FILE_BACKENDS, help=text)
+    parser.add_argument("--device", default="CPU", choices=DEVICES,
+                        help="OpenVINO's device (--backend openvino, or auto's comparison): CPU, the integrated GPU, the NPU, "
+                             "or AUTO; one OpenVINO does not find here is refused, naming those it finds")
+
+
 def defended_model_from_args(args: argparse.Namespace, max_batch: int | Callable[[int], int] | None = None,
                              stop: threading.Event | None = None):
     """The defended model the engine, mask and preprocessing options describe (``max_batch``: see ``from_onnx``): a
@@ -207,8 +221,9 @@ def defended_model_from_args(args: argparse.Namespace, max_batch: int | Callable
     defaults are asked of the server; ``stop`` cuts its retries short)."""
     from ..serve.models import open_defended_model
 
-    return open_defended_model(args.model, masks=mask_spec_from_args(args), backend=args.backend, second_round=args.second_round,
-                               budget=args.budget, spec_overrides=preprocessing_overrides(args), max_batch=max_batch,
+    return open_defended_model(args.model, masks=mask_spec_from_args(args), backend=args.backend, device=args.device,
+                               second_round=args.second_round, budget=args.budget, spec_overrides=preprocessing_overrides(args),
+                               max_batch=max_batch,
                                client=client_options_from_args(args) if isinstance(args.model, str) else None, stop=stop)
 
 

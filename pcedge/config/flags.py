@@ -71,6 +71,7 @@ def triton_headers(items: list[str]) -> dict[str, str]:
 FLAGS: tuple[FlagKey, ...] = (
     FlagKey("--model", "model.path", str),
     FlagKey("--backend", "model.backend"),
+    FlagKey("--device", "model.device"),
     FlagKey("--patch", "model.masks.patch"),
     FlagKey("--masks-per-axis", "model.masks.per_axis"),
     FlagKey("--stride", "model.masks.stride"),

@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..masks import check_patch_text
 from ..preprocess import INTERPOLATIONS
 from ..runtime.backends import MODEL_FILE_BACKENDS
+from ..runtime.openvino import DEVICES
 from ..site.endpoints import parse_broker, parse_listen, parse_webhook
 from ..util.naming import check_unique
 
@@ -84,6 +85,8 @@ class TritonConfig(Section):
 class ModelConfig(Section):
     path: str = Field(description="an ONNX model exported by pcedge export, or triton://HOST:PORT/NAME (--model)")
     backend: Literal[MODEL_FILE_BACKENDS] = Field("auto", description="engine (--backend)")  # type: ignore[valid-type]
+    device: Literal[DEVICES] = Field("CPU", description="OpenVINO's device, for the openvino backend and auto's comparison "  # type: ignore[valid-type]
+                                                         "with it (--device)")
     masks: MaskConfig = Field(default_factory=MaskConfig, description="the mask set (threat model)")
     second_round: Literal["auto", "per-disagreer", "all"] = Field("auto", description="second-round batching (--second-round)")
     budget: int | None = Field(None, ge=0, description="cap on second-round passes (--budget)")

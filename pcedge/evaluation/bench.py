@@ -40,6 +40,7 @@ class BenchOptions:
     warmup: int = 3
     masks: MaskSpec = MaskSpec()
     backends: tuple[str, ...] = ("auto",)
+    device: str = "CPU"  # OpenVINO's device, for the openvino backend (and auto's comparison with it)
     torch_model: str | None = None  # a model source (pcedge export's --model syntax) for the original baseline and the attack
     attack_rate: float = 0.0  # > 0: also a mixed stream where this fraction of frames is attacked
     rss: bool = True
@@ -152,9 +153,9 @@ def _coarse_positions(size: tuple[int, int], patch: tuple[int, int]) -> list[tup
 
 
 # ------------------------------------------------------------------------------------------ peak RSS
-def _rss_child(model: str, backend: str, masks: MaskSpec, mode: str, frames: int, queue: Any) -> None:
+def _rss_child(model: str, backend: str, device: str, masks: MaskSpec, mode: str, frames: int, queue: Any) -> None:
     """Runs in a fresh process: load one runtime, run frames, report the peak RSS in MB."""
-    pc = PatchCleanser.from_onnx(model, backend=backend, masks=masks)
+    pc = PatchCleanser.from_onnx(model, backend=backend, device=device, masks=masks)
     k = len(pc.mask_set)
     for frame in camera_frames(frames):
         if mode == "defended":
@@ -168,7 +169,7 @@ def _rss_child(model: str, backend: str, masks: MaskSpec, mode: str, frames: int
 def peak_rss_mb(model: str, backend: str, options: BenchOptions, mode: str) -> float | None:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_rss_child, args=(model, backend, options.masks, mode, 5, queue))
+    proc = ctx.Process(target=_rss_child, args=(model, backend, options.device, options.masks, mode, 5, queue))
     proc.start()
     proc.join(timeout=600)
     return round(queue.get(timeout=5), 1) if proc.exitcode == 0 else None
@@ -202,7 +203,7 @@ def run_bench(model_path: str | Path, options: BenchOptions, report_line: Callab
         notes.append(f"original PyTorch baseline and optimized patch: {why_no_torch}")
     baseline_backend = None
     for backend in options.backends:
-        with PatchCleanser.from_onnx(model_path, backend=backend, masks=options.masks) as pc:
+        with PatchCleanser.from_onnx(model_path, backend=backend, device=options.device, masks=options.masks) as pc:
             name, k = pc.engine.describe(), len(pc.mask_set)
             report_line(f"# {name}: K={k}, {len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]}; second round: "
                         f"{pc.schedule}")

@@ -23,6 +23,7 @@ import numpy as np
 from ..defense import CASES, double_masking_table, is_certified
 from ..errors import ConfigError, DatasetError
 from ..runtime.driver import PatchCleanser
+from ..runtime.modelfile import int8_record
 from ..util.files import writing
 from ..util.machine import cpu_features, cpu_model, int8_arithmetic, machine_info
 from ..util.progress import progress as progress_bar
@@ -90,10 +91,11 @@ def certification_batch(num_masks: int) -> int:
 
 
 def pipeline_identity(model: PatchCleanser, metadata: dict[str, str]) -> dict[str, Any]:
-    """The pipeline a certificate belongs to: engine, precision and, since INT8 arithmetic differs between CPUs,
-    the CPU and its INT8-relevant flags (DESIGN.md section 4)."""
-    quant = json.loads(metadata["pcedge.quantization"]) if "pcedge.quantization" in metadata else None
-    precision = f"int8 {quant.get('scheme', 'full 8-bit weights (no scheme recorded)')}" if quant else "fp32"
+    """The pipeline a certificate belongs to: engine, precision (an INT8 file's scheme, else what the engine computes
+    in: OpenVINO's BF16 or FP16 where the file passed the gate for it) and, since INT8 and BF16 arithmetic differ
+    between CPUs, the CPU and its instruction-set flags (DESIGN.md section 4)."""
+    quant = int8_record(metadata)
+    precision = f"int8 {quant.get('scheme', 'full 8-bit weights (no scheme recorded)')}" if quant else model.engine.precision
     features = cpu_features()
     return {"engine": model.engine.describe(), "precision": precision, "cpu": cpu_model(), "cpu_features": features,
             "int8_arithmetic": int8_arithmetic(features)}

@@ -19,7 +19,10 @@ import numpy as np
 from ..errors import ConfigError
 from .certification import Tables
 
-SAME_PIPELINE = ("engine", "precision")  # fp32 slices may run on different CPUs; INT8 ones may not (see merge_tables)
+SAME_PIPELINE = ("engine", "precision")  # fp32 slices may run on different CPUs; INT8, BF16, FP16 ones may not (merge_tables)
+CPU_DEPENDENT_PRECISIONS = ("bf16", "fp16")
+"""OpenVINO's reduced CPU precisions: their kernels (AMX, AVX-512 BF16/FP16) round differently from one instruction set to
+another, so their slices must come from CPUs with the same flags (INT8's dependence is narrower: its arithmetic)."""
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -99,6 +102,8 @@ def _check_same_run(first_name: str, first: Tables, name: str, t: Tables) -> Non
     changed += [f"pipeline {key}" for key in SAME_PIPELINE if pipe.get(key) != first_pipe.get(key)]
     if first_pipe.get("precision", "").startswith("int8") and pipe.get("int8_arithmetic") != first_pipe.get("int8_arithmetic"):
         changed.append("INT8 arithmetic (another CPU family: an INT8 certificate holds for one)")
+    if first_pipe.get("precision") in CPU_DEPENDENT_PRECISIONS and pipe.get("cpu_features") != first_pipe.get("cpu_features"):
+        changed.append(f"CPU instruction set ({first_pipe['precision']} rounds differently on another: a certificate holds for one)")
     if changed:
         raise ConfigError(f"{name} and {first_name} differ in {', '.join(changed)}: they are slices of different runs")
 

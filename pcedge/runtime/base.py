@@ -12,7 +12,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -30,6 +30,36 @@ class InputMetadata:
     max_batch: int
 
 
+def classifier_input(engine: str, name: str, dims: Sequence[int | None], is_float32: bool, type_text: str,
+                     max_batch: int) -> InputMetadata:
+    """The one input every backend takes, checked the same way for each: [N, 3, H, W] float32 with a dynamic batch
+    axis (``dims``: the input's dimensions, None where dynamic; ``type_text``: its type as the backend names it)."""
+    if len(dims) != 4:
+        raise EngineError(f"{engine}: the model input {name} has rank {len(dims)} ({list(dims)}); expected [N, 3, H, W]")
+    if dims[0] is not None:
+        raise EngineError(
+            f"{engine}: the model's batch axis is fixed to {dims[0]}; PatchCleanser needs a dynamic batch. "
+            "Re-export with pcedge export (it marks the batch axis dynamic)"
+        )
+    if any(d is None for d in dims[1:]) or dims[1] != 3:
+        raise EngineError(f"{engine}: the model input must be [N, 3, H, W] with fixed H and W, got {list(dims)}")
+    if not is_float32:
+        raise EngineError(f"{engine}: the model input must be float32, got {type_text}")
+    return InputMetadata(name, (3, int(dims[2]), int(dims[3])), np.dtype(np.float32), max_batch)
+
+
+def require_finite_scores(engine: str, model: str, shape: tuple[int, int, int], scores: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Refuse a model whose scores are NaN/Inf on ordinary input (broken weights or export).
+
+    Its ArgMax would still return a label, silently. Checked once, on a zero image (the fully masked one) and a
+    random one, at batch 2; ``scores(batch)`` runs the model's score output.
+    """
+    probe = np.stack([np.zeros(shape, np.float32), np.random.default_rng(0).standard_normal(shape).astype(np.float32)])
+    if not np.isfinite(scores(probe)).all():
+        raise EngineError(f"{engine}: {model} outputs NaN or Inf scores on ordinary input (broken weights or export); "
+                          "its labels would be meaningless")
+
+
 class Engine(ABC):
     """A classifier that maps a batch in its own input buffer to integer labels.
 
@@ -39,6 +69,7 @@ class Engine(ABC):
 
     backend = "base"
     device = "cpu"
+    precision = "fp32"  # what the engine computes in, for certificates (an INT8 model file says so in its metadata)
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or f"{self.backend}-{next(_COUNTER)}"

@@ -39,7 +39,7 @@ from ..preprocess import PreprocessSpec, resolve_spec
 from ..result import FrameFailure, Result
 from .base import Engine
 from .kernels import PreparedFrame
-from .latency import LatencyCurve, LatencyCurveCache, chunk_sequence, engine_latency_curve, plan_first_chunks
+from .latency import LatencyCurve, LatencyCurveCache, chunk_sequence, engine_latency_curve, plan_first_chunks, second_round_largest
 from .modelfile import read_onnx_metadata, saturation_risk
 from .writers import frame_writer
 
@@ -84,7 +84,7 @@ class PatchCleanser:
 
     def _plan_second_round(self, cache: LatencyCurveCache | None) -> None:
         """Chunk sizes from the engine's latency curve; without a curve, one call per disagreer (said once)."""
-        largest = min(self.engine.max_batch, len(self.mask_set) - 1)
+        largest = second_round_largest(self.engine.max_batch, len(self.mask_set))
         try:
             self.latency_curve, origin = engine_latency_curve(self.engine, largest, cache)
         except (PcedgeError, RuntimeError, OSError) as exc:
@@ -109,12 +109,14 @@ class PatchCleanser:
     @classmethod
     def from_onnx(cls, path: str | Path, *, backend: str = "auto", patch: str = "2%", masks_per_axis: int | None = 6,
                   stride: int | None = None, two_patches: bool = False, mask_size: int | None = None, masks: MaskSpec | None = None,
-                  max_batch: int | Callable[[int], int] | None = None, spec_overrides: dict | None = None, **kwargs: Any) -> "PatchCleanser":
+                  max_batch: int | Callable[[int], int] | None = None, spec_overrides: dict | None = None, device: str = "CPU",
+                  **kwargs: Any) -> "PatchCleanser":
         """Engine, spec (from the model's metadata) and mask set in one call.
 
         The threat model is given by ``patch``, ``masks_per_axis``, ``stride``, ``two_patches`` and ``mask_size``,
         or as one :class:`pcedge.masks.MaskSpec` (``masks``). ``max_batch`` is the engine's batch capacity, or a
-        function of K that returns it (default: K, or K(K-1) for the "all" schedule).
+        function of K that returns it (default: K, or K(K-1) for the "all" schedule). ``device``: OpenVINO's
+        (CPU, GPU, NPU, AUTO) for the openvino backend and for ``auto``'s comparison with it.
         """
         from .backends import create_engine
 
@@ -128,7 +130,8 @@ class PatchCleanser:
         k = len(mask_set)
         batch = max_batch(k) if callable(max_batch) else max_batch
         batch = batch or (k * (k - 1) if kwargs.get("second_round") == "all" else k)
-        engine = create_engine(path, backend, num_masks=k, max_batch=max(batch, k))
+        engine = create_engine(path, backend, num_masks=k, max_batch=max(batch, k), device=device,
+                               latency_cache=kwargs.get("latency_cache"))
         return cls(engine, mask_set, spec, **kwargs)
 
     def close(self) -> None:

@@ -57,6 +57,11 @@ class LatencyCurve:
             return float(t[-1] + max(slope, 0.0) * (batch - b[-1]))
         return float(np.interp(batch, b, t))
 
+    def ms_per_image(self) -> float:
+        """Milliseconds per image over every measured call together (one number from all of the curve's medians: what
+        comparing two engines rests on, rather than one batch size's)."""
+        return float(sum(self.ms) / sum(self.batches))
+
     def describe(self) -> str:
         return ", ".join(f"b{b} {t:.1f} ms ({t / b:.2f}/img)" for b, t in zip(self.batches, self.ms))
 
@@ -75,24 +80,38 @@ def curve_batches(largest: int) -> tuple[int, ...]:
     return tuple(sorted({b for b in CURVE_BATCHES if b < largest} | {largest}))
 
 
+def second_round_largest(max_batch: int, num_masks: int) -> int:
+    """The largest second-round call the driver plans for (a disagreer needs at most K-1 two-mask labels): the curve
+    it measures goes up to here, and so does every other use of the same cached curve (``auto``'s engine choice)."""
+    return max(1, min(max_batch, num_masks - 1))
+
+
 def measure_latency_curve(engine: Engine, largest: int, *, repeats: int = 3) -> LatencyCurve:
     """Time ``engine.infer(b)`` for each batch in :func:`curve_batches` (one warm-up call, then the median of ``repeats``).
 
     The buffer's content does not matter to a classifier's speed; whatever the writer left there is used.
     Raises :class:`EngineError` (or whatever the engine raises) when a call fails.
     """
-    largest = min(largest, engine.max_batch)
-    batches = curve_batches(largest)
-    times = []
+    return measure_latency_curves([engine], largest, repeats=repeats)[0]
+
+
+def measure_latency_curves(engines: Sequence[Engine], largest: int, *, repeats: int = 3) -> list[LatencyCurve]:
+    """:func:`measure_latency_curve` for several engines, interleaved batch size by batch size (each engine's warm-up call
+    and repeats at one size, then the next engine's), so that a machine whose speed drifts (other work on shared cores)
+    biases none of them against another, and one engine's threads, still spinning after its last call, never slow the
+    other's timed calls (the warm-up call absorbs them)."""
+    batches = curve_batches(min([largest] + [engine.max_batch for engine in engines]))
+    times: list[list[float]] = [[] for _ in engines]
     for b in batches:
-        engine.infer(b)  # warm-up: first calls at a new shape allocate
-        samples = []
-        for _ in range(max(1, repeats)):
-            start = time.perf_counter()
-            engine.infer(b)
-            samples.append((time.perf_counter() - start) * 1e3)
-        times.append(float(np.median(samples)))
-    return LatencyCurve(batches, tuple(times))
+        for engine, curve in zip(engines, times):
+            engine.infer(b)  # warm-up: first calls at a new shape allocate
+            samples = []
+            for _ in range(max(1, repeats)):
+                start = time.perf_counter()
+                engine.infer(b)
+                samples.append((time.perf_counter() - start) * 1e3)
+            curve.append(float(np.median(samples)))
+    return [LatencyCurve(batches, tuple(curve)) for curve in times]
 
 
 class LatencyCurveCache:
@@ -147,19 +166,30 @@ def engine_latency_curve(engine: Engine, largest: int, cache: LatencyCurveCache 
 
     Engines without a stable identity (an in-memory torch module) are measured every time.
     """
-    identity = engine.identity()
+    return engine_latency_curves([engine], largest, cache)[0]
+
+
+def engine_latency_curves(engines: Sequence[Engine], largest: int,
+                          cache: LatencyCurveCache | None = None) -> list[tuple[LatencyCurve, str]]:
+    """:func:`engine_latency_curve` for engines to be compared: those not cached are measured together, interleaved
+    (:func:`measure_latency_curves`), and each is cached under its own key, exactly as it alone would be."""
     cache = cache or LatencyCurveCache()
-    key = LatencyCurveCache.key(identity, largest) if identity is not None else None
-    if key is not None:
-        cached = cache.load(key)
+    identities = [engine.identity() for engine in engines]
+    keys = [None if identity is None else LatencyCurveCache.key(identity, largest) for identity in identities]
+    found: dict[int, tuple[LatencyCurve, str]] = {}
+    for n, key in enumerate(keys):
+        cached = cache.load(key) if key is not None else None
         if cached is not None:
-            return cached, f"cached {cache.path_for(key)}"
-    log.info("measuring %s's time per batch size for the second round's schedule (once per model and machine; cached)",
-             engine.describe())
-    curve = measure_latency_curve(engine, largest)
-    if key is not None:
-        cache.save(key, curve, identity)
-    return curve, "measured"
+            found[n] = (cached, f"cached {cache.path_for(key)}")
+    todo = [n for n in range(len(engines)) if n not in found]
+    if todo:
+        log.info("measuring %s's time per batch size for the second round's schedule (once per model and machine; cached)",
+                 " and ".join(engines[n].describe() for n in todo))
+        for n, curve in zip(todo, measure_latency_curves([engines[n] for n in todo], largest)):
+            if keys[n] is not None:
+                cache.save(keys[n], curve, identities[n])
+            found[n] = (curve, "measured")
+    return [found[n] for n in range(len(engines))]
 
 
 def plan_first_chunks(curve: LatencyCurve, largest: int, reject_probability: float) -> tuple[int, ...]:

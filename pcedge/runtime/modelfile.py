@@ -23,7 +23,12 @@ INT8_SCHEMES = {
     "u8u8": "uint8 activations and weights: no saturation, but ONNX Runtime's x86 kernels for it are slow",
 }
 INT8_MIN_AGREEMENT = 0.95
-"""An INT8 copy whose labels agree with FP32 on fewer held-out masked images than this is not written."""
+"""A reduced-precision model (INT8, or OpenVINO's BF16/FP16) whose labels agree with FP32 on fewer held-out masked
+images than this is not written."""
+OPENVINO_HINTS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
+"""OpenVINO's inference precision hints, and pcedge's names for them (``engine.precision``, certificates)."""
+OPENVINO_REDUCED_HINTS = ("bf16", "f16")
+"""The hints a model file must pass the agreement gate for (``pcedge quantize --precision``)."""
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:
@@ -69,17 +74,28 @@ def stamp_metadata(model: Any, entries: dict[str, str], *, keep: bool = True) ->
     entry.key, entry.value = CONTENT_HASH_KEY, digest
 
 
+def gated_precision(metadata: dict[str, str]) -> dict[str, Any] | None:
+    """The record of the reduced OpenVINO precision a model file passed the agreement gate for (``pcedge quantize
+    --precision bf16|f16``: its ``hint``, agreement, the machine it was measured on), or None."""
+    raw = metadata.get(QUANTIZATION_KEY)
+    info = json.loads(raw) if raw else None
+    return info if info and info.get("engine") == "openvino" else None
+
+
+def int8_record(metadata: dict[str, str]) -> dict[str, Any] | None:
+    """The INT8 quantization record of a model file (``pcedge quantize``'s, or an INT8 file from elsewhere), or None."""
+    raw = metadata.get(QUANTIZATION_KEY)
+    return None if raw is None or gated_precision(metadata) else json.loads(raw)
+
+
 def saturation_risk(metadata: dict[str, str], features: list[str] | None = None) -> str | None:
     """A warning when an INT8 model's labels on this CPU may differ from other CPUs' (None when they cannot).
 
     Models from pcedge before the ``u8s7`` scheme (or other tools) use full 8-bit weights; on x86 without
     VNNI their products saturate. ``features``: this CPU's flags (read from /proc/cpuinfo by default).
     """
-    raw = metadata.get(QUANTIZATION_KEY)
-    if raw is None:
-        return None
-    info = json.loads(raw)
-    if info.get("scheme") in INT8_SCHEMES:
+    info = int8_record(metadata)
+    if info is None or info.get("scheme") in INT8_SCHEMES:
         return None
     flags = cpu_features() if features is None else features
     here = int8_arithmetic(flags)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EngineError
-from .base import Engine, InputMetadata
+from .base import Engine, InputMetadata, classifier_input, require_finite_scores
 
 PROVIDERS = {
     "ort": ["CPUExecutionProvider"],
@@ -67,6 +67,7 @@ class OrtEngine(Engine):
             raise EngineError(f"unknown ONNX Runtime backend {backend!r}; choose one of {sorted(PROVIDERS)}")
         self.backend = backend
         self.device = "cpu" if backend == "ort" else "cuda"
+        self.precision = "fp16" if fp16 and backend == "ort-trt" else "fp32"  # the CPU and CUDA providers ignore fp16
         super().__init__(name)
         self.model_path = Path(model_path)
         self._max_batch = int(max_batch)
@@ -146,39 +147,18 @@ class OrtEngine(Engine):
         return self._stream
 
     def _check_outputs_finite(self, outputs: list[str]) -> None:
-        """Refuse a model whose scores are NaN/Inf on ordinary input (broken weights or export).
-
-        Its ArgMax would still return a label, silently. Checked once, on a zero image (the fully
-        masked one) and a random one, at batch 2.
-        """
         scores = next((name for name in outputs if name != "labels"), None)
-        if scores is None:
-            return
-        probe = np.stack([np.zeros(self._meta.shape, np.float32),
-                          np.random.default_rng(0).standard_normal(self._meta.shape).astype(np.float32)])
-        values = self._session.run([scores], {self._meta.name: probe})[0]
-        if not np.isfinite(values).all():
-            raise EngineError(f"{self.name}: {self.model_path.name} outputs NaN or Inf scores on ordinary input "
-                              "(broken weights or export); its labels would be meaningless")
+        if scores is not None:
+            require_finite_scores(self.name, self.model_path.name, self._meta.shape,
+                                  lambda probe: self._session.run([scores], {self._meta.name: probe})[0])
 
     def _read_metadata(self) -> InputMetadata:
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
             raise EngineError(f"{self.name}: the model has {len(inputs)} inputs; a classifier takes one image batch")
         inp = inputs[0]
-        shape = inp.shape
-        if len(shape) != 4:
-            raise EngineError(f"{self.name}: the model input {inp.name} has rank {len(shape)} ({shape}); expected [N, 3, H, W]")
-        if isinstance(shape[0], int):
-            raise EngineError(
-                f"{self.name}: the model's batch axis is fixed to {shape[0]}; PatchCleanser needs a dynamic batch. "
-                "Re-export with pcedge export (it marks the batch axis dynamic)"
-            )
-        if not all(isinstance(s, int) for s in shape[1:]) or shape[1] != 3:
-            raise EngineError(f"{self.name}: the model input must be [N, 3, H, W] with fixed H and W, got {shape}")
-        if inp.type != "tensor(float)":
-            raise EngineError(f"{self.name}: the model input must be float32, got {inp.type}")
-        return InputMetadata(inp.name, (3, int(shape[2]), int(shape[3])), np.dtype(np.float32), self._max_batch)
+        dims = [d if isinstance(d, int) else None for d in inp.shape]
+        return classifier_input(self.name, inp.name, dims, inp.type == "tensor(float)", inp.type, self._max_batch)
 
     # ------------------------------------------------------------------------------- inference
     @property

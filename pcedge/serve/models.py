@@ -16,7 +16,8 @@ from ..runtime.driver import PatchCleanser
 from .client import ClientOptions, ServedDefense, is_triton_uri
 
 
-def open_defended_model(model: str | Path, *, masks: MaskSpec | None = None, backend: str = "auto", second_round: str = "auto",
+def open_defended_model(model: str | Path, *, masks: MaskSpec | None = None, backend: str = "auto", device: str = "CPU",
+                        second_round: str = "auto",
                         budget: int | None = None, spec_overrides: dict[str, Any] | None = None,
                         max_batch: int | Callable[[int], int] | None = None,
                         client: ClientOptions | None = None, stop: threading.Event | None = None) -> PatchCleanser | ServedDefense:
@@ -25,10 +26,11 @@ def open_defended_model(model: str | Path, *, masks: MaskSpec | None = None, bac
     (``pcedge triton repo``): asking for others here is refused."""
     masks = masks or MaskSpec()
     if not is_triton_uri(model):
-        return PatchCleanser.from_onnx(model, backend=backend, masks=masks, second_round=second_round, budget=budget,
+        return PatchCleanser.from_onnx(model, backend=backend, device=device, masks=masks, second_round=second_round, budget=budget,
                                        spec_overrides=spec_overrides, max_batch=max_batch)
     if any(v is not None for v in (spec_overrides or {}).values()):
         raise ConfigError("a served model's preprocessing is the server's (published in its config): drop the preprocessing flags")
-    if backend != "auto" or second_round != "auto" or budget is not None:
-        raise ConfigError("--backend, --second-round and --budget are the server's choice (pcedge triton repo) with triton:// models")
+    if backend != "auto" or device != "CPU" or second_round != "auto" or budget is not None:
+        raise ConfigError("--backend, --device, --second-round and --budget are the server's choice (pcedge triton repo) with "
+                          "triton:// models")
     return ServedDefense(str(model), masks=None if masks == MaskSpec() else masks, options=client, stop=stop)

@@ -31,7 +31,7 @@ def model_arguments(config: RunConfig) -> dict[str, Any]:
     client = ClientOptions(timeout_s=t.timeout, reconnect_s=config.defaults.reconnect, max_in_flight=t.in_flight,
                            ssl=t.ssl or bool(t.ca), root_certificates=t.ca, private_key=t.key, certificate_chain=t.cert,
                            headers={k: v.get_secret_value() for k, v in t.headers.items()})
-    return {"model": m.path, "masks": masks, "backend": m.backend, "second_round": m.second_round, "budget": m.budget,
+    return {"model": m.path, "masks": masks, "backend": m.backend, "device": m.device, "second_round": m.second_round, "budget": m.budget,
             "spec_overrides": {"input_size": p.image_size, "mean": p.mean, "std": p.std, "crop_pct": p.crop_pct,
                                "interpolation": p.interpolation},
             "max_batch": m.max_batch, "client": client if m.path.startswith("triton://") else None}

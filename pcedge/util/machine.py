@@ -8,7 +8,8 @@ import shutil
 import subprocess
 from importlib import metadata
 
-LIBRARIES = ("numpy", "onnxruntime", "onnxruntime-gpu", "opencv-python-headless", "opencv-python", "torch", "tensorrt", "cupy-cuda12x")
+LIBRARIES = ("numpy", "onnxruntime", "onnxruntime-gpu", "openvino", "opencv-python-headless", "opencv-python", "torch", "tensorrt",
+             "cupy-cuda12x")
 
 
 def cpu_model() -> str:
@@ -22,13 +23,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-INT8_FEATURES = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "f16c", "fma", "asimd", "asimddp", "i8mm",
-                 "fphp", "asimdhp")
-"""CPU flags that decide which INT8 (and float16) kernels ONNX Runtime and pcedge's writers use."""
+INT8_FEATURES = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16", "avx512_fp16",
+                 "amx_fp16", "f16c", "fma", "asimd", "asimddp", "i8mm", "fphp", "asimdhp")
+"""CPU flags that decide which INT8, BF16 and float16 kernels ONNX Runtime, OpenVINO and pcedge's writers use."""
 
 
 def cpu_features() -> list[str]:
-    """The INT8-relevant flags of this CPU (x86: AVX2, AVX-512, VNNI...; Arm: NEON, dot product), from /proc/cpuinfo."""
+    """The INT8-, BF16- and float16-relevant flags of this CPU (x86: AVX2, AVX-512, VNNI, AMX...; Arm: NEON, dot
+    product), from /proc/cpuinfo."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:

@@ -1,6 +1,6 @@
 """Import optional dependencies only where they are needed, with an error that says how to get them.
 
-The edge runtime must run with numpy, OpenCV and ONNX Runtime alone; torch, onnx and TensorRT are
+The edge runtime must run with numpy, OpenCV and ONNX Runtime alone; torch, onnx, TensorRT and OpenVINO are
 imported through :func:`require` inside the functions that use them, never at module top.
 """
 
@@ -24,6 +24,7 @@ HINTS = {
     "tqdm": "pip install tqdm",
     "matplotlib": "pip install matplotlib",
     "onnxruntime": "pip install 'patchcleanser-edge[cpu]' (or [gpu] for onnxruntime-gpu; never both)",
+    "openvino": "pip install 'patchcleanser-edge[cpu,openvino]' (Intel CPUs, integrated GPUs and NPUs)",
     "timm": "pip install timm --no-deps",
     "paho": "pip install 'patchcleanser-edge[site]' (paho-mqtt)",
     "prometheus_client": "pip install 'patchcleanser-edge[site]' (prometheus-client)",

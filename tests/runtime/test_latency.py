@@ -17,6 +17,7 @@ from pcedge.runtime.latency import (
     chunk_sequence,
     curve_batches,
     engine_latency_curve,
+    engine_latency_curves,
     measure_latency_curve,
     plan_first_chunks,
 )
@@ -119,3 +120,20 @@ def test_a_curve_that_cannot_be_measured_raises(cnn_onnx):
     with FailsAboveTwo(cnn_onnx, max_batch=8) as engine:
         with pytest.raises(EngineError, match="out of memory at batch 3"):
             measure_latency_curve(engine, 8)
+
+
+def test_engines_compared_are_measured_together_and_cached_each_under_its_own_key(cnn_onnx, tmp_path):
+    cache = LatencyCurveCache(tmp_path)
+    with OrtEngine(cnn_onnx, max_batch=4) as small, OrtEngine(cnn_onnx, max_batch=6) as large:
+        first = engine_latency_curves([small, large], 4, cache)
+        assert [origin for _, origin in first] == ["measured", "measured"]
+        assert all(curve.batches == (1, 2, 3, 4) for curve, _ in first)
+        again = engine_latency_curves([small, large], 4, cache)
+        assert [curve for curve, _ in again] == [curve for curve, _ in first] and all(o.startswith("cached ") for _, o in again)
+        assert engine_latency_curve(large, 4, cache) == again[1], "one engine alone finds the curve the comparison measured"
+    assert len(list(tmp_path.glob("curve-*.json"))) == 2
+
+
+def test_time_per_image_pools_the_whole_curve():
+    curve = LatencyCurve((1, 2, 4), (2.0, 3.0, 7.0))
+    assert curve.ms_per_image() == pytest.approx(12.0 / 7)

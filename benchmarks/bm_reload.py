@@ -1,6 +1,6 @@
 """A site changed while it runs, and what regions cost: ``pcedge run --config`` in its own process, as a service runs.
 
-    python benchmarks/bm_reload.py [--reloads 5] [--json out.json]
+    python benchmarks/bm_reload.py [--reloads 5] [--repeats 3] [--only regions|reloads] [--json out.json]
 
 **Reloads.** Four loopback RTSP cameras (320x240 H.264 at 15 FPS) run from a file; every 8 s the file is rewritten and
 SIGHUP sent: one camera is removed, a new one added, a third changed (its fps limit), two left untouched, then back.
@@ -10,8 +10,8 @@ period, reload or not), their longest pause around it against their p99 before, 
 camera's first result.
 
 **Regions.** One 1080p camera defended as four regions (its four quadrants) against four cameras of the same
-footage (four decodes), each in its own process over the same 150 frames of a 1080p video file: defended frames per
-second (all streams) and the process's peak RSS.
+footage (four decodes), each in its own process over the same 150 frames of a 1080p video file, the two layouts
+alternating ``--repeats`` times: defended frames per second (all streams) and the process's peak RSS.
 
 The model is the test suite's small region CNN (patch 5, 3x3 masks), so the loop's own costs show. Needs Debian's
 gst-rtsp-server (tests/support/rtsp.py) for the reloads.
@@ -106,7 +106,7 @@ def reloads(model: Path, work: Path, count: int) -> dict:
     return {"reloads": rows, "new_camera_first_result_s_median": statistics.median(r["new_camera_first_result_s"] for r in rows)}
 
 
-def regions(model: Path, work: Path) -> dict:
+def regions(model: Path, work: Path, repeats: int) -> dict:
     clip = work / "1080p.avi"
     writer = cv2.VideoWriter(str(clip), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"MJPG"), 15, (1920, 1080))
     rng = np.random.default_rng(0)
@@ -120,8 +120,8 @@ def regions(model: Path, work: Path) -> dict:
                                     + "".join(f"      {q}: {{box: {box}}}\n" for q, box in quadrants.items()),
         "four cameras": "cameras:\n" + "".join(f"  cam{n}: {{source: {clip}}}\n" for n in range(4)),
     }
-    out = {}
-    for name, cameras in layouts.items():
+    out: dict[str, list[dict]] = {name: [] for name in layouts}
+    for name, cameras in [item for _ in range(repeats) for item in layouts.items()]:  # alternating: drift hits both
         config = work / "regions.yml"
         config.write_text(HEAD.format(model=model, log=work / "regions.jsonl") + cameras)
         started = time.monotonic()
@@ -130,23 +130,27 @@ def regions(model: Path, work: Path) -> dict:
         wall = time.monotonic() - started
         summary = json.loads((work / "s.json").read_text())
         peak = next(float(line.split()[1]) for line in child.stderr.splitlines() if line.startswith("PEAK_RSS_MB"))
-        out[name] = {"frames": summary["frames"], "fps_all_streams": summary["fps"], "wall_s": round(wall, 1), "peak_rss_mb": peak}
-        print(name, out[name], flush=True)
+        out[name].append({"frames": summary["frames"], "fps_all_streams": summary["fps"], "wall_s": round(wall, 1),
+                          "peak_rss_mb": peak})
+        print(name, out[name][-1], flush=True)
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reloads", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each regions layout, alternating")
+    parser.add_argument("--only", choices=["regions", "reloads"], help="measure one part")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pcedge-bm-reload-"))
     model = export_test_model("region", work / "region.onnx")
-    result = {"regions": regions(model, work)}
-    if rtsp_server_missing():
-        result["reloads"] = f"not measured: {rtsp_server_missing()}"
-    else:
-        result["reloads"] = reloads(model, work, args.reloads)
+    result: dict = {}
+    if args.only != "reloads":
+        result["regions"] = regions(model, work, args.repeats)
+    if args.only != "regions":
+        missing = rtsp_server_missing()
+        result["reloads"] = f"not measured: {missing}" if missing else reloads(model, work, args.reloads)
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

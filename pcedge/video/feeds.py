@@ -46,6 +46,7 @@ class Feed:
         self._closing = False
         self._pull: Callable[[], Frame | None] | None = None
         self._closer: threading.Thread | None = None
+        self._reader: threading.Thread | None = None
         self._stats_before_open = SourceStats()
         self.started = False
 
@@ -62,7 +63,8 @@ class Feed:
                 with self._cond:
                     self._reader_done = True
                 return
-        threading.Thread(target=self._open_and_read, name="pcedge-feed", daemon=True).start()
+        self._reader = threading.Thread(target=self._open_and_read, name="pcedge-feed", daemon=True)
+        self._reader.start()
 
     @property
     def stats(self) -> SourceStats:
@@ -135,8 +137,18 @@ class Feed:
                 self._slot = None
             self._cond.notify_all()
         if self.owned and self.source is not None:
-            self._closer = threading.Thread(target=self.source.close, name="pcedge-close", daemon=True)
+            self._closer = threading.Thread(target=self._release, args=(self.source,), name="pcedge-close", daemon=True)
             self._closer.start()
+
+    def _release(self, source: FrameSource) -> None:
+        """Close ``source`` once nothing reads it. A file is read by this feed's thread, which stops after the frame
+        it is decoding (``_closing`` is set): OpenCV's ``release()`` while another thread is inside ``read()`` of
+        the same capture can crash the whole process. A live source's close stops its own capture thread first
+        (and is what unblocks a read that waits on a silent camera), so it is closed at once."""
+        reader = self._reader
+        if not source.live and reader is not None and reader is not threading.current_thread():
+            reader.join()
+        source.close()
 
     def join(self, timeout: float) -> None:
         """Wait (up to ``timeout`` seconds) until :meth:`close` has released the source."""

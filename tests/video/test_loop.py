@@ -153,3 +153,36 @@ def test_stop_ends_every_stream_and_the_log_says_so(region_onnx, clips, tmp_path
     assert summary["interrupted"] and summary["end"] == "stopped" and summary["frames"] == 5
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
     assert {"event": "ended", "reason": "stopped"} in records
+
+
+STOP_WHILE_DECODING = """
+import sys, threading
+from pcedge.video.feeds import Feed
+from pcedge.video.uri import SourceOptions
+for attempt in range(300):
+    wake, taken = threading.Event(), 0
+    feed = Feed(sys.argv[1], SourceOptions(), wake)
+    feed.start()
+    while taken < attempt % 7 and not feed.ended:
+        if feed.poll() is None:
+            wake.wait(0.05)
+            wake.clear()
+        else:
+            taken += 1
+    feed.close()
+    feed.join(5)
+"""
+
+
+def test_a_file_stopped_while_its_next_frame_decodes_is_released_after_the_read(tmp_path):
+    """A file is read one frame ahead, so a stream stopped (end of the run, a reload that removes it, ``--max-frames``)
+    usually finds its reader inside ``read()``: releasing the capture then crashed the process (SIGSEGV about once in
+    a few hundred stops, on a clean-clone ``make test``). Run in a child so a crash is this test's failure."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    clip = write_numbered_clip(tmp_path / "c.avi", 60, size=(640, 480))
+    out = subprocess.run([sys.executable, "-c", STOP_WHILE_DECODING, str(clip)], capture_output=True, text=True, timeout=240,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, f"exit {out.returncode}: {out.stderr[-2000:]}"

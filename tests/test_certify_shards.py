@@ -18,7 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pcedge.errors import ConfigError
-from pcedge.evaluation.certification import Tables, build_report, certify
+from pcedge.evaluation.certification import build_report, certify
+from pcedge.evaluation.tables import Tables
 from pcedge.evaluation.datasets import load_dataset, read_idx
 from pcedge.evaluation.shards import merge_tables, parse_shard, shard_positions
 from pcedge.runtime.driver import PatchCleanser

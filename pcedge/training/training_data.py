@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import ConfigError
-from ..evaluation.datasets import Dataset
+from ..evaluation.datasets import Dataset, selection_sha256
 from ..preprocess import PreprocessSpec
 from ..runtime.kernels import write_frame
 from ..util.optional import require
@@ -124,3 +124,9 @@ def split_held_out(count: int, fraction: float, seed: int) -> tuple[np.ndarray, 
         raise ConfigError(f"--val-fraction must be in [0, 1), got {fraction}")
     held = np.sort(np.random.default_rng(seed).permutation(count)[: int(round(count * fraction))])
     return np.setdiff1d(np.arange(count), held), held
+
+
+def data_identity(train: Dataset, train_positions: np.ndarray, validation: Dataset | None, val_positions: np.ndarray) -> dict[str, Any]:
+    """What a run trains and validates on (the datasets and a hash of each selection), as its checkpoints record it."""
+    return {"train": train.identity, "train_positions": selection_sha256(train_positions),
+            "validation": validation.identity if validation is not None else None, "validation_positions": selection_sha256(val_positions)}

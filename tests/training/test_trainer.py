@@ -9,6 +9,7 @@ processes: tests/training/test_distributed.py.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -136,6 +137,21 @@ def test_class_folder_streams_with_workers_and_lists_unreadable_images(tmp_path)
     record = json.loads(read_onnx_metadata(out)["pcedge.training"])
     assert record["unreadable"] == ["1/broken.png"] and "1 unreadable image(s) skipped, e.g. 1/broken.png" in proc.stderr
     assert record["augmentation"].startswith("random resized crop") and record["config"]["workers"] == 2
+
+
+def test_a_signal_to_every_process_of_the_job_stops_it_cleanly_with_loader_workers(tmp_path):
+    """As Slurm does (and Ctrl-C in a terminal): the signal reaches the loader workers too, and the run still finishes its
+    step and checkpoints (the workers ignore it: tests/training/test_training_data.py)."""
+    root = _class_folder(tmp_path, corrupt=False)
+    running = start_finetune("--model", "tests.models:SmallCNN", "--data", str(root), "--image-size", "32", "--mean", "0.5,0.5,0.5",
+                             "--std", "0.5,0.5,0.5", "--crop-pct", "1", "--patch", "10%", "--epochs", "40", "--batch-size", "8",
+                             "--workers", "2", "--val-fraction", "0", "--out", str(tmp_path / "f.onnx"), "--no-progress",
+                             "--save-checkpoint", str(tmp_path / "f.pt"))
+    wait_for(tmp_path / "f.pt", running)
+    os.killpg(running.pid, signal.SIGUSR1)
+    _, stderr = running.communicate(timeout=120)
+    assert running.returncode == 75 and "stopped by SIGUSR1" in stderr, stderr
+    assert json.loads(torch.load(tmp_path / "f.pt", weights_only=True)["meta"])["step"] < 40 * 5
 
 
 def test_bad_input_is_refused_with_what_to_do(tmp_path):

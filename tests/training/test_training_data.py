@@ -56,3 +56,21 @@ def test_items_are_the_same_in_any_worker_and_augmentation_is_seeded():
     assert len(held) == 10 and not set(kept) & set(held) and len(kept) + len(held) == 100
     with pytest.raises(ConfigError, match="--val-fraction"):
         split_held_out(10, 1.5, 0)
+
+
+class SignalDispositions(torch.utils.data.Dataset):
+    """Items that say how the loader worker reading them handles the stop signals."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int):
+        import signal
+
+        return torch.tensor([signal.getsignal(s) == signal.SIG_IGN for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)])
+
+
+def test_loader_workers_ignore_the_stop_signals_the_trainer_handles():
+    """A signal sent to every process of a job must not kill the workers under a step the trainer is finishing."""
+    batches = list(make_loader(SignalDispositions(), None, 1, workers=1, pin_memory=False))
+    assert all(bool(batch.all()) for batch in batches)

@@ -282,6 +282,8 @@ class Trainer:
     def _show_views(self, x: Any, y: Any, positions: np.ndarray, search: bool) -> tuple[int, float]:
         """Mask the batch ``x`` in place, each image with its view of this epoch; (images searched, seconds of greedy work)."""
         cfg, size = self.cfg, tuple(x.shape[-2:])
+        if cfg.masks == "none":
+            return 0, 0.0
         kinds, centres = plan_views(positions, epoch=self.epoch, seed=cfg.seed, mix=self.mix, windows=cfg.windows, image_size=size)
         searched, seconds = 0, 0.0
         if cfg.masks == "greedy":

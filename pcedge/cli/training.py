@@ -155,7 +155,7 @@ def describe_masks(config: Any, mask_set: Any) -> str:
 
 
 def _recipe_text(recipe: Any) -> str:
-    schedule = f"x0.1 after epoch {max(1, recipe.epochs // 2)}" if recipe.schedule == "step-half" else recipe.schedule
+    schedule = f"x0.1 after epoch {recipe.decay_after}" if recipe.schedule == "step-half" else recipe.schedule
     return (f"({recipe.optimizer}, {recipe.epochs} epochs, lr {recipe.lr:g}, batch {recipe.batch_size}, {schedule}"
             f"{f', label smoothing {recipe.label_smoothing:g}' if recipe.label_smoothing else ''})")
 

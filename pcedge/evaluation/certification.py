@@ -3,8 +3,9 @@
 For each image the K(K+1)/2 two-mask labels are computed in engine-sized batches (the in-place writer,
 the fastest engine available) and kept as a K x K int16 table. Every number in the report comes from
 those tables plus the undefended label, so a report can be rebuilt, and an interrupted run resumed,
-without a single new forward pass. A tables file records what it was made with (model hash, mask set,
-preprocessing, dataset identity); resuming against anything else is refused.
+without a single new forward pass. A tables file records what it was made with (model hash: pcedge's content
+stamp, or the file's own sha256 for a model another tool exported; mask set, preprocessing, dataset identity);
+resuming against anything else is refused.
 """
 
 from __future__ import annotations

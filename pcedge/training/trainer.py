@@ -54,6 +54,11 @@ class Recipe:
     schedule: str  # "step-half" (x0.1 once, after half the epochs) | "one-cycle"
     label_smoothing: float
 
+    @property
+    def decay_after(self) -> int:
+        """The epoch after which "step-half" multiplies the learning rate by 0.1, once."""
+        return max(1, self.epochs // 2)
+
 
 RECIPES = {"paper": Recipe("sgd", 10, 0.01, 64, 0.0, "step-half", 0.0),
            "adamw": Recipe("adamw", 3, 2e-3, 128, 1e-4, "one-cycle", 0.1)}
@@ -399,7 +404,7 @@ def make_optimizer(module: Any, recipe: Recipe, steps_per_epoch: int) -> tuple[A
     else:
         optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     if recipe.schedule == "step-half":  # one decay: StepLR(epochs // 2) decays again at every multiple (twice in 5 epochs)
-        return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[max(1, recipe.epochs // 2)], gamma=0.1)
+        return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[recipe.decay_after], gamma=0.1)
     return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch,
                                                           pct_start=0.15)
 

@@ -94,8 +94,8 @@ def test_the_paper_recipe_decays_once_at_half_the_epochs(epochs):
         rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
-    half = max(1, epochs // 2)
-    assert rates == pytest.approx([0.01] * min(half, epochs) + [0.001] * (epochs - half))
+    half = recipe.decay_after
+    assert half == max(1, epochs // 2) and rates == pytest.approx([0.01] * min(half, epochs) + [0.001] * (epochs - half))
 
 
 @needs_fashion

@@ -11,7 +11,8 @@ from typing import Sequence
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = {"PYTHONPATH": str(ROOT), "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+ENV = {"PYTHONPATH": str(ROOT), "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin", "OMP_NUM_THREADS": "1",
+       "PYTHONFAULTHANDLER": "1"}  # a process that aborts says where
 
 
 def finetune_command(*args: str, torchrun: int = 0) -> list[str]:

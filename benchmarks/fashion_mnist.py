@@ -6,7 +6,7 @@ Fashion-MNIST (70,000 real images, Debian package ``dataset-fashion-mnist``) at 
 Two models with the same training budget:
 - plain:  ``fashion-cnn`` trained PLAIN_EPOCHS + FINETUNE_EPOCHS epochs on whole images;
 - masked: the same network trained PLAIN_EPOCHS epochs on whole images, then FINETUNE_EPOCHS epochs
-  with two random mask-sized windows per image (the paper's recipe, pcedge.export.finetune).
+  with two random mask-sized windows per image (the paper's recipe, pcedge.training.finetune).
 Both are exported to ONNX and certified on all 10,000 test images through the real runtime
 (ONNX Runtime CPU, the C++ writer). About 5 minutes on a 2-core CPU.
 
@@ -26,8 +26,8 @@ import torch
 from pcedge.evaluation.certification import build_report, certify, plot_report, report_markdown
 from pcedge.evaluation.datasets import load_dataset
 from pcedge.export import export_onnx, load_model
-from pcedge.export.finetune import evaluate, preprocess_dataset, train_in_memory
-from pcedge.export.trainer import TrainConfig
+from pcedge.training.finetune import evaluate, preprocess_dataset, train_in_memory
+from pcedge.training.trainer import TrainConfig
 from pcedge.masks import create_mask_set
 from pcedge.preprocess import PreprocessSpec
 from pcedge.runtime.driver import PatchCleanser

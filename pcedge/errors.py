@@ -25,6 +25,10 @@ class InsecureMaskSetError(ConfigError):
     """
 
 
+class UnsafeFileError(ConfigError):
+    """A file pcedge was given would run code to be read (arbitrary pickle): refused, since files pcedge reads are data."""
+
+
 class ExportError(PcedgeError):
     """A PyTorch model could not be exported, or the export failed its checks."""
 

@@ -51,8 +51,8 @@ def fashion_trained(tmp_path_factory) -> TrainedModel:
 
     from pcedge.evaluation.datasets import load_dataset
     from pcedge.export import export_onnx, load_model
-    from pcedge.export.finetune import preprocess_dataset, train_in_memory
-    from pcedge.export.trainer import TrainConfig
+    from pcedge.training.finetune import preprocess_dataset, train_in_memory
+    from pcedge.training.trainer import TrainConfig
     from pcedge.masks import create_mask_set
     from pcedge.preprocess import PreprocessSpec
 

@@ -1,4 +1,4 @@
-"""Tiny real classifiers for tests: a CNN with BatchNorm, a residual net and a ViT-style attention model.
+"""Tiny real classifiers for tests: a CNN with BatchNorm, one without, a residual net and a ViT-style attention model.
 
 Each takes [N, 3, 32, 32] and returns [N, 10]. They are randomly initialised but deterministic
 (fixed seed) and small enough to export and run on two CPU cores in a second.
@@ -18,6 +18,22 @@ class SmallCNN(nn.Module):
             nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
         )
         self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.features(x), 1))
+
+
+class PlainCNN(nn.Module):
+    """No BatchNorm, fixed initial weights: under torchrun (CPU, gloo) its training is one process's up to float rounding
+    (DDP averages gradients; BatchNorm would normalise each process's share of a batch apart)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+            self.head = nn.Linear(8, 10)
 
     def forward(self, x):
         return self.head(torch.flatten(self.features(x), 1))

@@ -20,7 +20,8 @@ import onnxruntime as ort
 import pytest
 
 from pcedge.errors import ConfigError, DatasetError
-from pcedge.evaluation.certification import Tables, build_report, certify, report_markdown
+from pcedge.evaluation.certification import build_report, certify, report_markdown
+from pcedge.evaluation.tables import Tables
 from pcedge.evaluation.datasets import load_dataset, read_idx
 from pcedge.preprocess import masked_batch_reference, preprocess_reference
 from pcedge.runtime.driver import PatchCleanser

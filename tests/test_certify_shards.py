@@ -18,7 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pcedge.errors import ConfigError
-from pcedge.evaluation.certification import Tables, build_report, certify
+from pcedge.evaluation.certification import build_report, certify
+from pcedge.evaluation.tables import Tables
 from pcedge.evaluation.datasets import load_dataset, read_idx
 from pcedge.evaluation.shards import merge_tables, parse_shard, shard_positions
 from pcedge.runtime.driver import PatchCleanser
@@ -115,3 +116,32 @@ def test_cli_slices_and_merge(fashion_trained, fashion_slice, tmp_path):
     assert missing.returncode == 2 and "slice(s) 1/2 missing" in missing.stderr
     assert pcedge("certify", *engine, *common, "--shard", "0/2").returncode == 2  # a slice needs --tables
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_slices_of_two_different_unstamped_models_are_refused(fashion_trained, fashion_slice, tmp_path):
+    """Without pcedge's content stamp (a model exported by another tool) a slice records the file's own sha256, so slices
+    of two different such models do not merge, and slices of one do."""
+    onnx = pytest.importorskip("onnx", reason="editing a model needs the onnx package (the [export] extra)")
+    from onnx import numpy_helper
+
+    from pcedge.runtime.modelfile import CONTENT_HASH_KEY, file_sha256
+
+    model = onnx.load(str(fashion_trained.onnx_path))
+    kept = [entry for entry in model.metadata_props if entry.key != CONTENT_HASH_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, str(tmp_path / "a.onnx"))
+    weights = next(init for init in model.graph.initializer if numpy_helper.to_array(init).dtype == np.float32)
+    weights.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weights) * 1.01, weights.name))
+    onnx.save(model, str(tmp_path / "b.onnx"))
+    dataset = load_dataset(fashion_slice)
+    positions = dataset.subset(8, 0)
+    tables = {}
+    for name, shard in (("a", 0), ("a", 1), ("b", 1)):
+        path = tmp_path / f"{name}.onnx"
+        with PatchCleanser.from_onnx(path, backend="ort", patch="4", masks_per_axis=4, max_batch=136) as pc:
+            tables[name, shard] = certify(pc, dataset, positions=positions, shard=(shard, 2), progress=False, model_path=path)
+    assert tables["a", 0].meta["model_sha256"] == file_sha256(tmp_path / "a.onnx")
+    merge_tables([("a0", tables["a", 0]), ("a1", tables["a", 1])])  # one model's slices: accepted
+    with pytest.raises(ConfigError, match="b1 and a0 differ in model_sha256"):
+        merge_tables([("a0", tables["a", 0]), ("b1", tables["b", 1])])

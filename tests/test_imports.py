@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import ast
+import graphlib
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import pcedge
 
 CODE = """
 import sys, numpy as np
+import pytest
+
 import pcedge
 from pcedge.runtime.driver import PatchCleanser
 from pcedge.runtime.ort import OrtEngine
@@ -30,7 +35,8 @@ def test_runtime_imports_stay_light():
 
 # --------------------------------------------------------------------------------------------- layering
 LAYERS = {  # a module may import from its own layer and the layers below it, never above
-    "core": 0, "util": 0, "runtime": 1, "video": 2, "export": 3, "evaluation": 3, "serve": 3, "site": 3, "config": 3, "service": 4, "cli": 5,
+    "core": 0, "util": 0, "runtime": 1, "video": 2, "export": 3, "training": 3, "evaluation": 3, "serve": 3, "site": 3, "config": 3,
+    "service": 4, "cli": 5,
 }
 CORE = {"errors", "masks", "coverage", "defense", "alarm", "preprocess", "result"}
 
@@ -43,8 +49,10 @@ def _layer(module: str) -> str:
 
 
 def _imports(path: Path, module: str) -> set[str]:
-    """Every pcedge module that ``path`` imports (top-level and inside functions), resolved to absolute names."""
+    """Every pcedge module that ``path`` imports (top-level and inside functions), resolved to absolute names
+    (``from .pkg import mod`` names ``pkg.mod`` when that is a module)."""
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    root = Path(pcedge.__file__).parent.parent
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
@@ -55,6 +63,8 @@ def _imports(path: Path, module: str) -> set[str]:
                 target = node.module or ""
             if target.startswith("pcedge"):
                 found.add(target)
+                found.update(f"{target}.{a.name}" for a in node.names
+                             if (root / Path(*f"{target}.{a.name}".split("."))).with_suffix(".py").is_file())
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name.startswith("pcedge"))
     return found
@@ -74,6 +84,27 @@ def test_no_module_imports_up_the_layers():
             if target != "pcedge" and LAYERS[_layer(target)] > mine:
                 violations.append(f"{module} imports {target}")
     assert not violations, "imports up the layers:\n" + "\n".join(violations)
+
+
+def _modules() -> dict[str, Path]:
+    root = Path(pcedge.__file__).parent
+    found = {}
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root.parent).with_suffix("")
+        found[".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)] = path
+    return found
+
+
+def test_no_import_cycles_between_modules():
+    """No module imports one that imports it back, directly or around a loop (inside functions too): a cycle means two
+    modules that are one job, or a piece that belongs lower down. Packages' ``__init__`` re-exports are left out."""
+    modules = _modules()
+    graph = {name: {t for t in _imports(path, name) if t in modules and t != name and modules[t].name != "__init__.py"}
+             for name, path in modules.items() if path.name != "__init__.py"}
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        pytest.fail(f"import cycle: {' -> '.join(exc.args[1])}")
 
 
 def test_no_module_is_too_long_to_read():

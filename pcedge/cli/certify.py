@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 def merge(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..evaluation.certification import Tables
+    from ..evaluation.tables import Tables
     from ..evaluation.datasets import load_dataset
     from ..evaluation.shards import merge_tables
 

@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     from ..util.progress import ticking
 
     with ticking(f"exporting {args.model or args.checkpoint} and checking parity with PyTorch"):
-        loaded = load_model(args.model, args.checkpoint)
+        loaded = load_model(args.model, args.checkpoint, trust=args.trust_checkpoint)
         spec = loaded.preprocessing(preprocessing_overrides(args))
         labels = Path(args.labels).read_text(encoding="utf-8").splitlines() if args.labels else (list(spec.class_names) or None)
         report = export_onnx(loaded.module, args.out, spec=spec, labels=labels, argmax=not args.no_argmax, opset=args.opset,
@@ -40,7 +40,9 @@ PARSER = dict(
 
 def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="efficientnet-lite0 | timm:<name> | package.module:factory")
-    p.add_argument("--checkpoint", help="TorchScript file, pickled module, or state_dict (with --model)")
+    p.add_argument("--checkpoint", help="TorchScript file, or state_dict (with --model); a pickled module only with --trust-checkpoint")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load a --checkpoint that is a pickled nn.Module: this RUNS CODE FROM THE FILE (only for files you made)")
     p.add_argument("--out", required=True, type=Path, help="the .onnx file to write")
     add_preprocessing_options(p, exporting=True)
     p.add_argument("--labels", help="text file with one class name per line, in class-index order")

@@ -1,7 +1,7 @@
 """pcedge finetune: train or fine-tune a classifier with masks (the paper's recipe), then export it.
 
-With labels (``--data``) the run is :func:`pcedge.export.labelled.train_labelled` (also under torchrun); without
-(``--unlabeled``) masked self-distillation (:mod:`pcedge.export.distill`)."""
+With labels (``--data``) the run is :func:`pcedge.cli.training.train_labelled` (also under torchrun); without
+(``--unlabeled``) masked self-distillation (:mod:`pcedge.training.distill`)."""
 
 from __future__ import annotations
 
@@ -31,10 +31,10 @@ def run(args: argparse.Namespace) -> int:
 def _distill(args: argparse.Namespace) -> int:
     from ..evaluation.datasets import load_dataset
     from ..export import export_onnx, load_model
-    from ..export.distill import DistillConfig, Distiller, guarded_agreement, read_footage
-    from ..export.finetune import preprocess_dataset
+    from ..training.distill import DistillConfig, Distiller, guarded_agreement, read_footage
+    from ..training.finetune import preprocess_dataset
 
-    loaded = load_model(args.model, args.checkpoint)
+    loaded = load_model(args.model, args.checkpoint, trust=args.trust_checkpoint)
     overrides = preprocessing_overrides(args)
     if "image_size" not in loaded.defaults and overrides["input_size"] is None:
         raise ConfigError(f"{loaded.name} records no preprocessing: pass the teacher's --image-size, --mean, --std and "
@@ -88,7 +88,8 @@ PARSER = dict(
            "  pcedge finetune --model my_pkg.nets:build --checkpoint w.pt --data train_folder/ --out masked.onnx\n"
            "  pcedge finetune --model timm:resnet50 --checkpoint r50.pth --data imagenet/train --val-data imagenet/val --recipe paper \\\n"
            "      --masks greedy --device cuda --amp bf16 --augment --save-checkpoint r50.pt --out r50_masked.onnx\n"
-           "  torchrun --nproc-per-node 4 -m pcedge finetune ...   # the same on 4 GPUs (or CPU processes: gloo)\n"
+           "  torchrun --nproc-per-node 4 --signals-to-handle SIGTERM,SIGINT,SIGUSR1 -m pcedge finetune ... --save-checkpoint r50.pt\n"
+           "      # the same on 4 GPUs (or CPU processes: gloo); SIGTERM/SIGUSR1 (preemption) -> checkpoint, exit 75: --resume r50.pt\n"
            "  pcedge finetune --model efficientnet-lite0 --unlabeled lobby.mp4 --unlabeled 'yard/*.jpg' --max-minutes 60 \\\n"
            "      --save-checkpoint lite0_distill.pt --out lite0_cam.onnx          # no labels: the camera's own footage\n"
            "  pcedge finetune --model efficientnet-lite0 --unlabeled lobby.mp4 --resume lite0_distill.pt --out lite0_cam.onnx",
@@ -97,7 +98,10 @@ PARSER = dict(
 
 def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="efficientnet-lite0 | fashion-cnn | timm:<name> | package.module:factory")
-    p.add_argument("--checkpoint", help="weights to start from (TorchScript, pickled module or state_dict)")
+    p.add_argument("--checkpoint", help="weights to start from: a state_dict (with --model) or TorchScript; a pickled module "
+                                        "only with --trust-checkpoint")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load a --checkpoint that is a pickled nn.Module: this RUNS CODE FROM THE FILE (only for files you made)")
     p.add_argument("--data", help="labelled training images: class folders, IDX files or .npz (with --unlabeled: mixed in)")
     p.add_argument("--split", default="train", choices=["train", "test"], help="which IDX pair in a folder holding both")
     p.add_argument("--out", required=True, type=Path, help="the .onnx file to write")
@@ -109,7 +113,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
                         "24 frames for --unlabeled)")
     p.add_argument("--limit", type=positive_int, help="train on N images only")
     p.add_argument("--seed", type=int, default=0, help="seed for shuffling, masks, augmentation, the held-out split and --limit's draw")
-    p.add_argument("--save-checkpoint", help="write a checkpoint here after every epoch (with --unlabeled: every validation) (.pt)")
+    p.add_argument("--save-checkpoint", help="write a checkpoint here after every epoch (with --unlabeled: every validation) (.pt); "
+                                             "with --data also when SIGTERM, SIGUSR1 or Ctrl-C stops the run (exit code 75)")
     p.add_argument("--resume", help="continue from this checkpoint (--save-checkpoint's file), and keep saving there")
     p.add_argument("--val-fraction", type=float,
                    help="held out for validation (default 0.05 with --data: a seeded fraction of it, unless --val-data; "
@@ -122,11 +127,15 @@ def add_options(p: argparse.ArgumentParser) -> None:
     t.add_argument("--masks", default="random", choices=["random", "greedy", "none"],
                    help="random: --windows Cutout-style windows of the mask size per image (the paper's); greedy: each image's "
                         "worst two-mask view of the mask set, searched with the model being trained (2K forwards per image "
-                        "per search); none: plain training (the baseline)")
+                        "per search), mixed with unmasked and random views (--greedy-mix); none: plain training (the baseline)")
     t.add_argument("--windows", type=int, default=2, help="random masks per training image")
-    t.add_argument("--greedy-every", type=positive_int, default=1, help="epochs between greedy searches (the pairs are cached between)")
+    t.add_argument("--greedy-every", type=positive_int, default=1,
+                   help="epochs between greedy searches (pairs cached and shared by all torchrun processes between; 1 with --augment)")
+    t.add_argument("--greedy-mix", metavar="UNMASKED,RANDOM,GREEDY",
+                   help="with --masks greedy: fractions of images shown unmasked, with random masks, and greedy-masked "
+                        "(default 0.25,0.25,0.5: greedy views alone cost clean accuracy)")
     t.add_argument("--recipe", default="adamw", choices=["paper", "adamw"],
-                   help="paper: SGD momentum 0.9, batch 64, 10 epochs, lr 0.01 (give --lr 0.001 for ViTs) x0.1 after half; "
+                   help="paper: SGD momentum 0.9, batch 64, 10 epochs, lr 0.01 (give --lr 0.001 for ViTs) x0.1 once, after half; "
                         "adamw: AdamW lr 2e-3, one-cycle, label smoothing 0.1, batch 128")
     t.add_argument("--augment", action="store_true", help="random resized crop + horizontal flip of each image before preprocessing")
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun with cuda: one GPU per local rank)")

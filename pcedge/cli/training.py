@@ -23,11 +23,13 @@ DEFAULT_VAL_FRACTION = 0.05
 
 
 def train_labelled(args: argparse.Namespace) -> int:
-    from ..export.distributed import join
-    from ..export.trainer import TrainConfig
+    from ..training.distributed import join
+    from ..training.trainer import TrainConfig
+    from ..training.views import ViewMix
 
     config = TrainConfig(epochs=args.epochs, recipe=args.recipe, lr=args.lr, batch_size=args.batch_size, masks=args.masks,
                          windows=args.windows, greedy_every=args.greedy_every, augment=args.augment, seed=args.seed or 0,
+                         greedy_mix=ViewMix.parse(args.greedy_mix) if args.greedy_mix else None,
                          device=args.device, amp=args.amp, val_certify=max(0, args.val_certify), max_steps=args.max_steps)
     processes = join(args.device, config.settings.batch_size)
     try:
@@ -38,14 +40,15 @@ def train_labelled(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, config: Any, processes: Any) -> int:
     from ..evaluation.datasets import load_dataset
-    from ..evaluation.shards import selection_sha256
-    from ..export import export_onnx, load_model, training_state
-    from ..export.trainer import Trainer
-    from ..export.training_data import TrainingImages, default_workers, split_held_out
+    from ..export import export_onnx, load_model
+    from ..training import training_state
+    from ..training.trainer import Trainer
+    from ..training.training_data import TrainingImages, data_identity, default_workers, split_held_out
+    from ..util.signals import stop_on_signals
 
     if config.amp == "fp16" and processes.device.type != "cuda":
         raise ConfigError("--amp fp16 needs --device cuda (on a CPU use --amp bf16, or none)")
-    loaded = load_model(args.model, args.checkpoint)
+    loaded = load_model(args.model, args.checkpoint, trust=args.trust_checkpoint)
     spec = loaded.preprocessing(preprocessing_overrides(args))
     mask_set = mask_spec_from_args(args).build(spec.input_size)
     dataset = load_dataset(args.data, class_names=spec.class_names, split=args.split)
@@ -64,8 +67,7 @@ def _train(args: argparse.Namespace, config: Any, processes: Any) -> int:
     config = replace(config, workers=default_workers(dataset) if args.workers is None else args.workers)
     train_images = TrainingImages(dataset, spec, train_positions, augment=config.augment, seed=config.seed)
     val_images = TrainingImages(val_set, spec, val_positions) if len(val_positions) else None
-    data = {"train": dataset.identity, "train_positions": selection_sha256(train_positions),
-            "validation": val_set.identity if val_images else None, "validation_positions": selection_sha256(val_positions)}
+    data = data_identity(dataset, train_positions, val_set if val_images else None, val_positions)
     identity = training_state.run_identity(loaded.module, mask_set, spec, data, asdict(config))
     trainer = Trainer(loaded.module, mask_set, config, train_images, val_images, processes, identity=identity, cache_size=len(dataset))
     if args.resume:
@@ -75,7 +77,11 @@ def _train(args: argparse.Namespace, config: Any, processes: Any) -> int:
         print(f"# training {loaded.name} on {len(train_positions)} images of {dataset.name} ({len(val_positions)} held out, "
               f"{min(config.val_certify, len(val_positions))} certified per epoch); {describe_masks(config, mask_set)}; "
               f"recipe {config.recipe} {_recipe_text(trainer.recipe)}; {_where(processes, config)}", file=sys.stderr)
-    result = trainer.fit(args.save_checkpoint or args.resume, progress=not quiet)
+    checkpoint = args.save_checkpoint or args.resume
+    with stop_on_signals(training_state.STOP_SIGNALS) as (stop, received):
+        result = trainer.fit(checkpoint, progress=not quiet, stop=stop)
+    if result.reason == "signal":
+        return _stopped(processes, checkpoint, received, result.steps)
     if not processes.main:
         return 0
     unreadable = [dataset.item(p)[1] for p in result.unreadable]
@@ -96,6 +102,23 @@ def _train(args: argparse.Namespace, config: Any, processes: Any) -> int:
         print(f"# {result.stopped}; kept epoch {result.best['epoch']}: " + _best_text(result.best), file=sys.stderr)
     print(json.dumps({"stopped": result.stopped, "best": result.best, "history": result.history}))
     return 0
+
+
+def _stopped(processes: Any, checkpoint: str | None, received: list[int], steps: int) -> int:
+    """Every rank's exit after a stop signal (a rank may have learnt of it from another): RESUME_EXIT_CODE when a
+    checkpoint was written, else the signal's conventional code (nothing to resume from); no export either way."""
+    import signal
+
+    from ..training.training_state import RESUME_EXIT_CODE
+
+    name = signal.Signals(received[0]).name if received else "a stop signal (on another process)"
+    if processes.main:
+        print(f"# stopped by {name} after step {steps}: " + (f"checkpoint {checkpoint} written; the same command with --resume "
+              f"{checkpoint} continues (exit code {RESUME_EXIT_CODE}: resume me)" if checkpoint else
+              "no --save-checkpoint, so nothing to resume from; no model exported"), file=sys.stderr)
+    if checkpoint:
+        return RESUME_EXIT_CODE
+    return 128 + (received[0] if received else signal.SIGTERM)
 
 
 def check_classes(loaded: Any, spec: Any, dataset: Any) -> int:
@@ -126,11 +149,14 @@ def describe_masks(config: Any, mask_set: Any) -> str:
         return "plain (no masks)"
     if config.masks == "random":
         return f"{config.windows} random {h}x{w} masks per image"
-    return f"greedy worst two-mask views of the {len(mask_set)} {h}x{w} masks, searched every {config.greedy_every} epoch(s)"
+    mix = config.mix
+    return (f"greedy worst two-mask views of the {len(mask_set)} {h}x{w} masks, searched every {config.greedy_every} epoch(s), "
+            f"mixed: {mix.unmasked:.0%} unmasked, {mix.random:.0%} {config.windows} random {h}x{w} masks, {mix.greedy:.0%} greedy")
 
 
 def _recipe_text(recipe: Any) -> str:
-    return (f"({recipe.optimizer}, {recipe.epochs} epochs, lr {recipe.lr:g}, batch {recipe.batch_size}, {recipe.schedule}"
+    schedule = f"x0.1 after epoch {recipe.decay_after}" if recipe.schedule == "step-half" else recipe.schedule
+    return (f"({recipe.optimizer}, {recipe.epochs} epochs, lr {recipe.lr:g}, batch {recipe.batch_size}, {schedule}"
             f"{f', label smoothing {recipe.label_smoothing:g}' if recipe.label_smoothing else ''})")
 
 

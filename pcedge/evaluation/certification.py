@@ -3,8 +3,9 @@
 For each image the K(K+1)/2 two-mask labels are computed in engine-sized batches (the in-place writer,
 the fastest engine available) and kept as a K x K int16 table. Every number in the report comes from
 those tables plus the undefended label, so a report can be rebuilt, and an interrupted run resumed,
-without a single new forward pass. A tables file records what it was made with (model hash, mask set,
-preprocessing, dataset identity); resuming against anything else is refused.
+without a single new forward pass. A tables file records what it was made with (model hash: pcedge's content
+stamp, or the file's own sha256 for a model another tool exported; mask set, preprocessing, dataset identity);
+resuming against anything else is refused.
 """
 
 from __future__ import annotations
@@ -14,20 +15,21 @@ import logging
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..defense import CASES, double_masking_table, is_certified
-from ..errors import ConfigError, DatasetError
+from ..errors import ConfigError
 from ..runtime.driver import PatchCleanser
 from ..runtime.modelfile import int8_record
 from ..util.files import writing
 from ..util.machine import cpu_features, cpu_model, int8_arithmetic, machine_info
 from ..util.progress import progress as progress_bar
 from .datasets import Dataset
+from .shards import shard_meta, shard_positions
+from .tables import Tables
 
 log = logging.getLogger(__name__)
 
@@ -37,46 +39,6 @@ PAPER_REFERENCE = {"setting": "ImageNet val (50,000 images), 2%-pixel square pat
                    "clean_accuracy": 0.839, "certified_accuracy": 0.621,
                    "source": "Xiang, Mahloujifar, Mittal, PatchCleanser, USENIX Security 2022 (abstract)"}
 SAVE_EVERY_S = 30.0
-
-
-@dataclass
-class Tables:
-    """Everything measured per image; ``positions`` index the dataset."""
-
-    positions: np.ndarray  # (N,) int64
-    labels: np.ndarray  # (N,) true labels
-    undefended: np.ndarray  # (N,) plain model on the unmasked image
-    tables: np.ndarray  # (N, K, K) int16 two-mask labels
-    meta: dict[str, Any]
-    unreadable: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # positions that could not be decoded
-    seconds: float = 0.0  # time spent certifying these rows, summed over resumes (and over shards when merged)
-
-    def save(self, path: Path) -> None:
-        """Atomically: a crash mid-save leaves the previous file intact."""
-        with writing(path) as temporary, open(temporary, "wb") as fh:
-            np.savez_compressed(fh, positions=self.positions, labels=self.labels, undefended=self.undefended,
-                                tables=self.tables, meta=np.array(json.dumps(self.meta, sort_keys=True)),
-                                unreadable=self.unreadable, seconds=np.array(self.seconds))
-
-    @classmethod
-    def load(cls, path: Path) -> "Tables":
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                extra = {key: data[key] for key in ("unreadable",) if key in data}  # files from before shards lack both
-                return cls(data["positions"], data["labels"], data["undefended"], data["tables"], json.loads(str(data["meta"])),
-                           seconds=float(data["seconds"]) if "seconds" in data else 0.0, **extra)
-        except (OSError, KeyError, ValueError) as exc:
-            raise DatasetError(f"{path}: not a certification tables file ({exc})") from None
-
-    @classmethod
-    def empty(cls, k: int, meta: dict[str, Any]) -> "Tables":
-        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, k, k), np.int16), meta)
-
-    def restrict(self, positions: np.ndarray) -> "Tables":
-        """Only the rows (and unreadable images) of ``positions``."""
-        keep = np.isin(self.positions, positions)
-        return Tables(self.positions[keep], self.labels[keep], self.undefended[keep], self.tables[keep], self.meta,
-                      self.unreadable[np.isin(self.unreadable, positions)], self.seconds)
 
 
 CERTIFY_BATCH = 256
@@ -104,10 +66,11 @@ def pipeline_identity(model: PatchCleanser, metadata: dict[str, str]) -> dict[st
 def run_meta(model: PatchCleanser, dataset: Dataset, model_path: str | Path | None) -> dict[str, Any]:
     """What the tables depend on; --resume refuses tables whose meta differs (another model, mask set, data,
     engine, precision or CPU)."""
-    from ..runtime.modelfile import read_onnx_metadata
+    from ..runtime.modelfile import CONTENT_HASH_KEY, file_sha256, read_onnx_metadata
 
     metadata = read_onnx_metadata(model_path) if model_path else {}
-    return {"model": str(model_path or ""), "model_sha256": metadata.get("pcedge.content_sha256", ""),
+    own = metadata.get(CONTENT_HASH_KEY) or (file_sha256(model_path) if model_path else "")  # unstamped: the file's own hash
+    return {"model": str(model_path or ""), "model_sha256": own,
             "mask_set": model.mask_set.to_dict(), "preprocess": model.spec.to_metadata(), "dataset": dataset.name,
             "dataset_identity": dataset.identity, "pipeline": pipeline_identity(model, metadata), "shard": None}
 
@@ -120,8 +83,6 @@ def certify(model: PatchCleanser, dataset: Dataset, *, positions: np.ndarray | N
     ``shard=(i, n)`` certifies only slice ``i`` of ``n`` of ``positions`` (:mod:`.shards`); the tables record which,
     so that ``pcedge certify merge`` can check that the slices it joins are one run's, each complete, none twice.
     """
-    from .shards import shard_meta, shard_positions
-
     positions = np.arange(len(dataset)) if positions is None else np.asarray(positions, dtype=np.int64)
     meta = run_meta(model, dataset, model_path)
     if shard is not None:

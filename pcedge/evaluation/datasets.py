@@ -31,6 +31,13 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 IDX_SPLITS = {"test": ("t10k-images", "t10k-labels"), "train": ("train-images", "train-labels")}
 
 
+
+def selection_sha256(positions: np.ndarray) -> str:
+    """A hash of selected dataset positions (which images, in which order): what certification slices and training runs
+    record of their selection, and compare on --resume and merge."""
+    return hashlib.sha256(np.asarray(positions, np.int64).tobytes()).hexdigest()[:16]
+
+
 @dataclass
 class Dataset:
     """A labelled set. Items are read lazily for image folders, held in memory for IDX and npz."""

@@ -11,13 +11,13 @@ what to run. The merged tables are row for row what one process would have writt
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import ConfigError
-from .certification import Tables
+from .datasets import selection_sha256
+from .tables import Tables
 
 SAME_PIPELINE = ("engine", "precision")  # fp32 slices may run on different CPUs; INT8, BF16, FP16 ones may not (merge_tables)
 CPU_DEPENDENT_PRECISIONS = ("bf16", "fp16")
@@ -35,11 +35,6 @@ def parse_shard(text: str) -> tuple[int, int]:
         raise ConfigError(f"--shard {text}: I must be 0 to {count - 1} for {count} slices" if count >= 1 else
                           f"--shard {text}: N must be at least 1")
     return index, count
-
-
-def selection_sha256(positions: np.ndarray) -> str:
-    """A hash of the selected positions (which images, in which order): every slice of one run records the same."""
-    return hashlib.sha256(np.asarray(positions, np.int64).tobytes()).hexdigest()[:16]
 
 
 def shard_positions(positions: np.ndarray, index: int, count: int) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 Each loader returns the module and the preprocessing defaults it knows (timm's pretrained config, the
 bundled model's card), so that export records the right normalization without asking the user.
-Nothing is downloaded: weights come from local files or from packages that ship them.
+Nothing is downloaded: weights come from local files or from packages that ship them. A checkpoint is read as
+data: a state_dict with ``torch.load(weights_only=True)``, TorchScript by TorchScript's own loader; a pickled
+``nn.Module`` (which runs code from the file to be rebuilt) only when the caller says it trusts the file.
 """
 
 from __future__ import annotations
@@ -100,15 +102,16 @@ def load_fashion_cnn() -> LoadedModel:
 BUNDLED = {"efficientnet-lite0": load_efficientnet_lite0, "fashion-cnn": load_fashion_cnn}
 
 
-def load_model(source: str | None, checkpoint: str | Path | None = None) -> LoadedModel:
+def load_model(source: str | None, checkpoint: str | Path | None = None, *, trust: bool = False) -> LoadedModel:
     """Resolve a model source.
 
     - ``efficientnet-lite0``: the bundled demo model (real ImageNet weights);
     - ``timm:<name>``: a timm architecture (weights from ``checkpoint``; timm's pretrained config gives
       the preprocessing);
     - ``package.module:factory``: a callable returning an ``nn.Module``;
-    - ``checkpoint`` alone: a TorchScript file or a pickled ``nn.Module``; with a source, a state_dict
-      loaded into the module the source built.
+    - ``checkpoint`` alone: a TorchScript file (or, with ``trust``, a pickled ``nn.Module``: ``--trust-checkpoint``,
+      since unpickling a module runs code from the file); with a source, a state_dict loaded into the module the
+      source built (or TorchScript).
     """
     torch = require("torch", "loading PyTorch models")
     if source is None and checkpoint is None:
@@ -121,7 +124,7 @@ def load_model(source: str | None, checkpoint: str | Path | None = None) -> Load
     elif source:
         loaded = _load_factory(source)
     if checkpoint is not None:
-        loaded = _apply_checkpoint(torch, loaded, Path(checkpoint))
+        loaded = _apply_checkpoint(torch, loaded, Path(checkpoint), trust)
     loaded.module.eval()
     return loaded
 
@@ -165,15 +168,25 @@ def _load_timm(name: str) -> LoadedModel:
     return LoadedModel(model, f"timm:{name}", defaults)
 
 
-def _apply_checkpoint(torch, loaded: LoadedModel | None, path: Path) -> LoadedModel:
+def _apply_checkpoint(torch, loaded: LoadedModel | None, path: Path, trust: bool) -> LoadedModel:
+    from ..errors import UnsafeFileError
+    from ..util.torch_files import load_data_only
+
     if not path.is_file():
         raise ExportError(f"checkpoint {path} does not exist")
     try:
         return LoadedModel(torch.jit.load(str(path), map_location="cpu"), path.stem, loaded.defaults if loaded else {})
-    except Exception:  # noqa: BLE001 - not TorchScript: try a pickled module or a state_dict
+    except Exception:  # noqa: BLE001 - not TorchScript: a state_dict (or, trusted, a pickled module)
         pass
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=loaded is not None)
+        obj = load_data_only(path, what=f"--checkpoint {path}")
+    except UnsafeFileError as exc:
+        if not trust:
+            raise UnsafeFileError(f"{exc}. A pickled nn.Module is rebuilt by running code named in the file: give "
+                                  "--trust-checkpoint if you made it (or trust whoever did), or save its weights instead "
+                                  "(torch.save(model.state_dict(), path)) and pass --model to build the architecture") from None
+        log.warning("--trust-checkpoint: loading %s with arbitrary pickle (runs code from the file)", path)
+        obj = _load_trusted(torch, path)
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"cannot read checkpoint {path}: {exc}") from exc
     if isinstance(obj, torch.nn.Module):
@@ -189,3 +202,11 @@ def _apply_checkpoint(torch, loaded: LoadedModel | None, path: Path) -> LoadedMo
             raise ExportError(f"the state_dict in {path} does not fit {loaded.name}: {str(exc).splitlines()[0]}") from exc
         return loaded
     raise ExportError(f"{path} holds a {type(obj).__name__}, not a TorchScript model, module or state_dict")
+
+
+def _load_trusted(torch, path: Path) -> Any:
+    """``path`` with full pickle: only on the user's explicit ``--trust-checkpoint`` (this runs code from the file)."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"cannot read checkpoint {path}: {exc}") from exc

@@ -7,16 +7,16 @@ import contextlib
 import logging
 import signal
 import threading
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 log = logging.getLogger("pcedge")
 
 
 @contextlib.contextmanager
-def stop_on_signals() -> Iterator[tuple[threading.Event, list[int]]]:
-    """While the block runs, SIGINT and SIGTERM set the event (and are recorded) instead of raising, so a long
-    command finishes its recording, summary or server shutdown; the previous handlers come back afterwards.
-    The command then exits 128 + the first signal (130, 143)."""
+def stop_on_signals(signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[tuple[threading.Event, list[int]]]:
+    """While the block runs, ``signals`` (SIGINT and SIGTERM unless told) set the event (and are recorded) instead of
+    raising, so a long command finishes its recording, summary, server shutdown or checkpoint; the previous handlers
+    come back afterwards. The command then exits 128 + the first signal (130, 143), or as it documents."""
     stop = threading.Event()
     received: list[int] = []
 
@@ -24,7 +24,7 @@ def stop_on_signals() -> Iterator[tuple[threading.Event, list[int]]]:
         received.append(signum)
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
     try:
         yield stop, received
     finally:

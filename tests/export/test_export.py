@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from pcedge.errors import EngineError, ExportError
+from pcedge.errors import EngineError, ExportError, UnsafeFileError
 from pcedge.export import export_onnx, load_model
 from pcedge.runtime.modelfile import read_onnx_metadata, read_spec
 from tests.models import FixedBatchNet, NotAClassifier, build
@@ -96,6 +96,21 @@ def test_model_sources_and_checkpoints(tmp_path):
         load_model("resnet-unknown")
     with pytest.raises(ExportError, match="cannot import"):
         load_model("no_such_module:build")
+
+
+def test_a_pickled_module_runs_code_so_it_loads_only_when_trusted(tmp_path, capsys):
+    """A state_dict and TorchScript load as data; a pickled nn.Module is refused unless --trust-checkpoint says so."""
+    from pcedge.cli import main
+
+    pickled = tmp_path / "module.pt"
+    torch.save(build("cnn"), pickled)
+    with pytest.raises(UnsafeFileError, match=r"needs arbitrary pickle to load \(it names tests.models.SmallCNN\).*--trust-checkpoint"):
+        load_model(None, pickled)
+    torch.testing.assert_close(load_model(None, pickled, trust=True).module.head.weight, build("cnn").head.weight)
+    command = ["export", "--checkpoint", str(pickled), "--image-size", "32", "--exporter", "torchscript", "--out", str(tmp_path / "m.onnx")]
+    assert main(command) == 2 and "--trust-checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+    assert main([*command, "--trust-checkpoint"]) == 0 and (tmp_path / "m.onnx").is_file()
 
 
 def test_model_without_metadata_needs_explicit_spec(tmp_path):

@@ -1,15 +1,10 @@
-"""Random masks for fine-tuning, as PatchCleanser's paper does, so masked images stay classifiable.
+"""Training on a small set held in memory (tests, benchmarks), and its helpers: preprocessing a dataset into one array
+with the runtime's own writer, and plain accuracy.
 
-Double masking certifies an image only if the model labels it correctly with any two masks removed;
-models trained on whole images rarely do. The paper's recipe is Cutout-style augmentation: each
-training image gets random windows of the mask set's size set to the value the defense uses (0 after
-normalization). Here each image gets ``windows`` such windows (2 by default: the two-mask images of the
-second round), each placed Cutout-style (centre uniform over the image, clipped at the border), so
-partial windows at the edges, like the flush last masks, are seen too. The training loop is
-:mod:`.trainer`; greedy (worst-case) masks are :mod:`.greedy_masks`.
-
-Images are preprocessed by the runtime's own writer (not torchvision), so training sees exactly the
-pixels the deployed model will see. Needs torch (the ``[export]`` extra).
+The training itself is :class:`pcedge.training.trainer.Trainer` (what ``pcedge finetune --data`` runs, streaming its
+data); here it runs in this process over a ``TensorDataset``, without validation. Images are preprocessed by the
+runtime's C++ writer (not torchvision), so training sees exactly the pixels the deployed model will see. Needs torch
+(the ``[export]`` extra).
 """
 
 from __future__ import annotations
@@ -47,25 +42,6 @@ def preprocess_dataset(dataset: Dataset, spec: PreprocessSpec, positions: np.nda
     if kept == 0:
         raise DatasetError(f"{dataset.name}: no readable images to train on")
     return images[:kept], labels[:kept]
-
-
-def apply_random_masks(batch: Any, mask_size: tuple[int, int], windows: int, generator: Any) -> Any:
-    """Zero ``windows`` Cutout-style windows of ``mask_size`` per image of a (N, C, H, W) tensor, in place."""
-    torch = require("torch", "masked fine-tuning")
-    n, _, h, w = batch.shape
-    mh, mw = mask_size
-    device = batch.device
-    rows = torch.arange(h, device=device).view(1, h, 1)
-    cols = torch.arange(w, device=device).view(1, 1, w)
-    keep = torch.ones((n, h, w), dtype=torch.bool, device=device)
-    for _ in range(windows):  # drawn on the CPU generator: the same windows on every device
-        cy = torch.randint(0, h, (n, 1, 1), generator=generator).to(device)
-        cx = torch.randint(0, w, (n, 1, 1), generator=generator).to(device)
-        y0, x0 = cy - mh // 2, cx - mw // 2
-        inside = (rows >= y0) & (rows < y0 + mh) & (cols >= x0) & (cols < x0 + mw)
-        keep &= ~inside
-    batch.mul_(keep.unsqueeze(1).to(batch.dtype))
-    return batch
 
 
 def train_in_memory(module: Any, mask_set: Any, images: np.ndarray, labels: np.ndarray, config: Any, *,

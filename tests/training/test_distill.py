@@ -1,4 +1,4 @@
-"""Masked self-distillation without labels (pcedge.export.distill, pcedge finetune --unlabeled) on a real small CNN
+"""Masked self-distillation without labels (pcedge.training.distill, pcedge finetune --unlabeled) on a real small CNN
 and real video frames: held-out validation, checkpoints and resume, divergence, bad input, the exported record."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch", reason="torch is not installed (the [export
 
 from pcedge.cli import main  # noqa: E402
 from pcedge.errors import ConfigError, DatasetError  # noqa: E402
-from pcedge.export.distill import MIN_CONFIDENT_FRAMES, DistillConfig, Distiller, guarded_agreement, read_footage  # noqa: E402
+from pcedge.training.distill import MIN_CONFIDENT_FRAMES, DistillConfig, Distiller, guarded_agreement, read_footage  # noqa: E402
 from pcedge.masks import MaskSpec  # noqa: E402
 from pcedge.preprocess import PreprocessSpec  # noqa: E402
 from tests.models import SmallCNN  # noqa: E402

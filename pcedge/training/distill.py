@@ -35,6 +35,7 @@ Optionally labelled images are mixed in with cross-entropy on their masked views
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -49,11 +50,12 @@ from ..preprocess import PreprocessSpec
 from ..runtime.kernels import write_frame
 from ..util.optional import require
 from ..util.progress import progress as progress_bar
-from .finetune import apply_random_masks
 from .training_state import weights_sha256
+from .views import apply_windows, random_centres
 
 log = logging.getLogger(__name__)
 
+CHECKPOINT_FORMAT = "pcedge.distill/2"
 MIN_VALIDATION_FRAMES = 8
 MIN_TRAINING_FRAMES = 16
 MIN_CONFIDENT_FRAMES = 8  # fewer held-out frames with a confident teacher: the guard counts all frames
@@ -258,7 +260,7 @@ class Distiller:
         for windows in (1, 2):
             rows = np.flatnonzero(~grid & (two == (windows == 2)))
             if len(rows):
-                x[rows] = apply_random_masks(x[rows], size, windows, self.generator)
+                x[rows] = apply_windows(x[rows], size, random_centres(len(rows), x.shape[-2:], windows, self.generator))
         return x
 
     # ------------------------------------------------------------------------------- validation
@@ -296,25 +298,33 @@ class Distiller:
 
     # ------------------------------------------------------------------------------- checkpoints
     def save(self, path: str | Path) -> None:
-        """Everything ``resume`` needs, written atomically (a killed run keeps its last complete checkpoint)."""
+        """Everything ``resume`` needs, as tensors plus JSON (read back without pickle), written atomically (a killed run
+        keeps its last complete checkpoint)."""
         from ..util.files import writing
 
-        state = {"student": self.student.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-                 "history": self.history, "best": self.best, "best_state": self.best_state, "teacher_sha256": self.teacher_sha256,
-                 "config": asdict(self.config), "generator": self.generator.get_state(), "rng": self.rng.bit_generator.state}
+        meta = {"step": self.step, "history": self.history, "best": self.best, "teacher_sha256": self.teacher_sha256,
+                "config": asdict(self.config), "rng": self.rng.bit_generator.state}
+        state = {"format": CHECKPOINT_FORMAT, "meta": json.dumps(meta), "student": self.student.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "best_state": self.best_state, "generator": self.generator.get_state()}
         with writing(path) as tmp:
             self.torch.save(state, str(tmp))
 
     def resume(self, path: str | Path) -> None:
-        state = self.torch.load(str(path), weights_only=False)
-        if state["teacher_sha256"] != self.teacher_sha256:
-            raise ConfigError(f"{path} was trained from another teacher (weights {state['teacher_sha256'][:12]}, this model "
+        from ..util.torch_files import load_data_only
+
+        state = load_data_only(path, what=f"--resume {path}")
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ConfigError(f"--resume {path}: not a pcedge --unlabeled checkpoint of this version (a --data one, weights only, "
+                              "or one written before checkpoints became tensors + JSON?)")
+        meta = json.loads(state["meta"])
+        if meta["teacher_sha256"] != self.teacher_sha256:
+            raise ConfigError(f"{path} was trained from another teacher (weights {meta['teacher_sha256'][:12]}, this model "
                               f"{self.teacher_sha256[:12]}): start it from the same --model/--checkpoint")
         self.student.load_state_dict(state["student"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.history, self.best, self.best_state = state["step"], state["history"], state["best"], state["best_state"]
+        self.step, self.history, self.best, self.best_state = meta["step"], meta["history"], meta["best"], state["best_state"]
         self.generator.set_state(state["generator"])
-        self.rng.bit_generator.state = state["rng"]
+        self.rng.bit_generator.state = meta["rng"]
         log.info("resumed %s at step %d (best mask agreement %.3f)", path, self.step, self.best["mask_agreement"])
 
 

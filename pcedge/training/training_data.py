@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from typing import Any, Iterator
 
 import numpy as np
 
 from ..errors import ConfigError
-from ..evaluation.datasets import Dataset
+from ..evaluation.datasets import Dataset, selection_sha256
 from ..preprocess import PreprocessSpec
 from ..runtime.kernels import write_frame
 from ..util.optional import require
@@ -114,8 +115,15 @@ def make_loader(images: torch.utils.data.Dataset, sampler: EpochSampler | None, 
                 pin_memory: bool) -> torch.utils.data.DataLoader:
     """Batches of (images, labels, positions); ``persistent_workers`` off so that each epoch's workers see its epoch."""
     return torch.utils.data.DataLoader(images, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                                       pin_memory=pin_memory, drop_last=False,
+                                       pin_memory=pin_memory, drop_last=False, worker_init_fn=ignore_stop_signals if workers else None,
                                        prefetch_factor=4 if workers else None)
+
+
+def ignore_stop_signals(_worker: int) -> None:
+    """In a loader worker: the training process decides when to stop. Slurm signals every process of a job and a
+    terminal's Ctrl-C reaches the whole process group; a worker killed by it would fail the step that was to finish."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def split_held_out(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,3 +132,9 @@ def split_held_out(count: int, fraction: float, seed: int) -> tuple[np.ndarray, 
         raise ConfigError(f"--val-fraction must be in [0, 1), got {fraction}")
     held = np.sort(np.random.default_rng(seed).permutation(count)[: int(round(count * fraction))])
     return np.setdiff1d(np.arange(count), held), held
+
+
+def data_identity(train: Dataset, train_positions: np.ndarray, validation: Dataset | None, val_positions: np.ndarray) -> dict[str, Any]:
+    """What a run trains and validates on (the datasets and a hash of each selection), as its checkpoints record it."""
+    return {"train": train.identity, "train_positions": selection_sha256(train_positions),
+            "validation": validation.identity if validation is not None else None, "validation_positions": selection_sha256(val_positions)}

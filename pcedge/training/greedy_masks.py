@@ -8,7 +8,9 @@ gradients, with the model in eval mode (BatchNorm's running statistics untouched
 windows are searched: those are the views certification checks.
 
 The search is refreshed every ``greedy_every`` epochs; in between, each image's pair is reused from
-:class:`GreedyCache` (saved in checkpoints, so a resumed run uses the same pairs).
+:class:`GreedyCache`. Under torchrun every rank stores every rank's pairs as they are found (the trainer gathers them
+each step), so the cache is the same on every rank and an epoch that reuses it finds each image's pair whichever
+rank the sampler gives the image to; it is saved in checkpoints, so a resumed run uses the same pairs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InternalError
 from ..util.optional import require
 
 torch = require("torch", "greedy masks")
@@ -74,15 +77,23 @@ def apply_mask_pairs(images: Any, pairs: Any, keep: Any) -> Any:
 
 
 class GreedyCache:
-    """Each training image's current worst pair (-1: not searched yet), by its index in the training set."""
+    """Each training image's current worst pair (-1: not searched yet), by its position in the dataset."""
 
     def __init__(self, size: int) -> None:
         self.pairs = np.full((size, 2), -1, np.int16)
 
-    def store(self, indices: np.ndarray, pairs: Any) -> None:
-        self.pairs[indices] = pairs.cpu().numpy().astype(np.int16)
+    def store(self, positions: np.ndarray, pairs: np.ndarray) -> None:
+        """The (N, 2) ``pairs`` of ``positions``; rows of -1 (not searched) are left out."""
+        found = pairs[:, 0] >= 0
+        self.pairs[positions[found]] = pairs[found].astype(np.int16)
 
-    def lookup(self, indices: np.ndarray) -> np.ndarray | None:
-        """The cached pairs of ``indices``, or None when any of them was never searched."""
-        found = self.pairs[indices]
-        return None if (found < 0).any() else found.astype(np.int64)
+    def holds(self, positions: np.ndarray) -> np.ndarray:
+        """Which of ``positions`` have a pair."""
+        return self.pairs[positions, 0] >= 0
+
+    def lookup(self, positions: np.ndarray) -> np.ndarray:
+        """The (N, 2) int64 pairs of ``positions``, every one of which must have been searched."""
+        found = self.pairs[positions]
+        if (found < 0).any():
+            raise InternalError(f"greedy pairs asked for before they were searched: positions {positions[found[:, 0] < 0][:5].tolist()}")
+        return found.astype(np.int64)

@@ -12,6 +12,7 @@ evaluated, not the exported one: the numbers can differ from ``pcedge certify``'
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any, Iterable
 
 import numpy as np
@@ -24,9 +25,10 @@ torch = require("torch", "validation")
 
 
 def validate(model: Any, batches: Iterable[tuple[Any, Any, Any]], keep: Any, *, certify_limit: int, device: Any,
-             autocast: Any = None) -> dict[str, float | int]:
+             autocast: Any = None, stop: threading.Event | None = None) -> dict[str, float | int] | None:
     """Clean accuracy over every batch of ``batches`` ((images, labels, positions), label -1 = unreadable, skipped);
-    one-round agreement and certified accuracy over the first ``certify_limit`` images."""
+    one-round agreement and certified accuracy over the first ``certify_limit`` images. None when ``stop`` is set
+    before the last batch (a stop signal: a certified validation can outlast a scheduler's grace period)."""
     pairs = torch.from_numpy(certification_pairs(keep.shape[0]).astype(np.int64)).to(device)
     pair_keep = keep[pairs[:, 0]] * keep[pairs[:, 1]]  # (P, H, W)
     diagonal = pairs[:, 0] == pairs[:, 1]
@@ -36,6 +38,8 @@ def validate(model: Any, batches: Iterable[tuple[Any, Any, Any]], keep: Any, *, 
     try:
         with torch.no_grad():
             for images, labels, _ in batches:
+                if stop is not None and stop.is_set():
+                    return None
                 good = labels >= 0
                 images, labels = images[good].to(device, non_blocking=True), labels[good].to(device, non_blocking=True)
                 with autocast() if autocast else contextlib.nullcontext():

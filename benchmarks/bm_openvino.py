@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pcedge.runtime.openvino import shared_core  # noqa: E402 - one Core per process (its docstring says why)
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -60,7 +61,7 @@ def machine() -> dict[str, Any]:
 
     from pcedge.util.machine import cpu_features, machine_info
 
-    core = ov.Core()
+    core = shared_core()
     flags = open("/proc/cpuinfo", encoding="utf-8").read()
     return {**machine_info(), "openvino": ov.__version__,
             "openvino_devices": {d: [str(c) for c in core.get_property(d, "OPTIMIZATION_CAPABILITIES")] for d in core.available_devices},
@@ -72,7 +73,6 @@ def machine() -> dict[str, Any]:
 def fp32_labels(model: Path, frames: list[np.ndarray]) -> dict[str, Any]:
     """Section 2: OpenVINO FP32 vs ONNX Runtime FP32 labels and logits on masked images."""
     import onnxruntime as ort
-    import openvino as ov
 
     from pcedge.export.openvino_precision import engine_labels
     from pcedge.export.quantize import held_out_images
@@ -85,7 +85,7 @@ def fp32_labels(model: Path, frames: list[np.ndarray]) -> dict[str, Any]:
     images = np.concatenate([one, two])
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     reference = np.concatenate([session.run(["logits"], {"images": images[i : i + 36]})[0] for i in range(0, len(images), 36)])
-    compiled = ov.Core().compile_model(str(model), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = shared_core().compile_model(str(model), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     logits = np.concatenate([compiled(images[i : i + 36])["logits"] for i in range(0, len(images), 36)])
     with OpenVinoEngine(model) as engine:
         labels = engine_labels(engine, images)
@@ -146,7 +146,7 @@ def one_mask_round_of_cameras(model: Path, cameras: int, repeats: int) -> dict[s
     k = 36
     images = np.random.default_rng(0).standard_normal((cameras * k, 3, 224, 224)).astype(np.float32)
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    core = ov.Core()
+    core = shared_core()
     network = core.read_model(str(model))
     network.reshape({network.input(0): ov.PartialShape([ov.Dimension(1, cameras * k), 3, 224, 224])})
     latency = core.compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
@@ -182,7 +182,7 @@ def batch_axis(model: Path, repeats: int) -> dict[str, Any]:
     1..36, timed at batch 36 and 1, interleaved."""
     import openvino as ov
 
-    core = ov.Core()
+    core = shared_core()
     images = np.random.default_rng(0).standard_normal((36, 3, 224, 224)).astype(np.float32)
     calls = {}
     for kind in ("unbounded", "bounded 1..36"):
@@ -197,7 +197,6 @@ def batch_axis(model: Path, repeats: int) -> dict[str, Any]:
 
 def reduced_precision(model: Path, frames: list[np.ndarray], held_out: list[np.ndarray], masks: Any, repeats: int) -> dict[str, Any]:
     """Section 5: each OpenVINO hint through the gate, and its speed at batch K (the precision the compiled model reports)."""
-    import openvino as ov
 
     from pcedge.errors import PcedgeError
     from pcedge.export.openvino_precision import gate_openvino_precision
@@ -207,7 +206,7 @@ def reduced_precision(model: Path, frames: list[np.ndarray], held_out: list[np.n
     k = len(masks.build(spec.input_size))
     out: dict[str, Any] = {}
     images = np.random.default_rng(0).standard_normal((k, 3, *spec.input_size)).astype(np.float32)
-    core, calls = ov.Core(), {}
+    core, calls = shared_core(), {}
     for hint in ("f32", "bf16", "f16"):
         compiled = core.compile_model(str(model), "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
         out[hint] = {"computes": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()}
@@ -229,7 +228,6 @@ def reduced_precision(model: Path, frames: list[np.ndarray], held_out: list[np.n
 def int8(model: Path, frames: list[np.ndarray], held_out: list[np.ndarray], masks: Any, repeats: int) -> dict[str, Any]:
     """Section 6: ONNX Runtime INT8 (pcedge quantize) vs OpenVINO on that file vs NNCF's OpenVINO INT8, where it imports."""
     import onnxruntime as ort
-    import openvino as ov
 
     from pcedge.export.quantize import calibration_images, held_out_images, onnx_labels, quantize_int8
     from pcedge.runtime.modelfile import read_spec
@@ -244,7 +242,7 @@ def int8(model: Path, frames: list[np.ndarray], held_out: list[np.ndarray], mask
         int8_path = Path(tmp) / "int8.onnx"
         report = quantize_int8(model, int8_path, frames, held_out_frames=held_out, masks=masks, force=True)
         out["ort_int8_gate"] = report.summary() + (" (forced: below the gate)" if report.forced else "")
-        core = ov.Core()
+        core = shared_core()
         ov_int8 = core.compile_model(str(int8_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         ort_int8_labels = onnx_labels(int8_path, images)
         ov_int8_labels = np.concatenate([ov_int8(images[i : i + 36])["labels"] for i in range(0, len(images), 36)])

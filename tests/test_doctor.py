@@ -33,10 +33,12 @@ def test_report_is_complete_and_every_failed_check_says_what_to_do():
 
 def test_openvino_devices_are_listed_with_the_precisions_they_compute_in():
     ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'patchcleanser-edge[openvino]')")
+    from pcedge.runtime.openvino import shared_core
+
     checks = {c["name"]: c for c in run_doctor()["checks"]}
     assert checks["openvino"]["ok"] and checks["openvino"]["detail"].startswith(ov.__version__)
-    for device in ov.Core().available_devices:
-        capabilities = [str(c) for c in ov.Core().get_property(device, "OPTIMIZATION_CAPABILITIES")]
+    for device in shared_core().available_devices:
+        capabilities = [str(c) for c in shared_core().get_property(device, "OPTIMIZATION_CAPABILITIES")]
         detail = checks[f"openvino {device}"]["detail"]
         assert f"({', '.join(capabilities)})" in detail
         assert ("no BF16/FP16" in detail) == ("BF16" not in capabilities and "FP16" not in capabilities)

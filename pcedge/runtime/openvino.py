@@ -16,11 +16,18 @@ compiled model really computes in: a device without BF16 or FP16 silently runs f
 pairs into its own INT8 kernels): measured 1.8x faster than ONNX Runtime's INT8 on this AVX2 CPU, with the same
 agreement with FP32 (benchmarks/RESULTS.md, "Issue 40"). Their 7-bit weights cannot saturate either. The labels are
 OpenVINO's, not ONNX Runtime's (96-100% equal where measured): certify the INT8 model with the engine that runs it.
+
+**One Core per process** (:func:`shared_core`). Each ``ov.Core``'s CPU plugin replaces the calling thread's alternate
+signal stack with one it maps, and puts the previous one back when that Core is destroyed. Two Cores destroyed in the
+order they were made (not the reverse) leave the thread on the first plugin's stack after it was unmapped: the next
+signal with a handler (SIGCHLD, SIGHUP's reload, SIGTERM's stop) kills the process with SIGSEGV and no traceback
+(OpenVINO 2026.4.1; found as a silent crash of the test suite). One Core kept for the process's life never does.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +52,21 @@ def check_device(device: str, available: list[str]) -> None:
         return
     raise EngineError(f"--device {device}: OpenVINO finds no such device here (it has {', '.join(available) or 'none'}); "
                       f"choose one of those, e.g. --device {available[0] if available else 'CPU'}")
+
+
+_CORE_LOCK = threading.Lock()
+_CORE: Any = None
+
+
+def shared_core() -> Any:
+    """The process's one ``openvino.Core``, made on first use and kept until the process exits (module docstring: a
+    second Core's plugin, destroyed out of order, leaves a thread on an unmapped signal stack). Use it for every
+    OpenVINO call in pcedge, its tests and benchmarks."""
+    global _CORE
+    with _CORE_LOCK:
+        if _CORE is None:
+            _CORE = require("openvino", "the OpenVINO backend").Core()
+        return _CORE
 
 
 class OpenVinoEngine(Engine):
@@ -79,7 +101,7 @@ class OpenVinoEngine(Engine):
         ov = require("openvino", "the OpenVINO backend")
         if not self.model_path.is_file():
             raise EngineError(f"{self.name}: model file {self.model_path} does not exist")
-        core = self._core = ov.Core()
+        core = self._core = shared_core()
         check_device(self.target, list(core.available_devices))
         try:
             model = core.read_model(str(self.model_path))

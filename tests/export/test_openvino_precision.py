@@ -9,10 +9,11 @@ from pcedge.errors import ConfigError, EngineError
 from pcedge.evaluation.bench import camera_frames, held_out_camera_frames
 from pcedge.export.openvino_precision import gate_openvino_precision
 from pcedge.export.quantize import AgreementError, write_with_record
+from pcedge.runtime.openvino import shared_core
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'patchcleanser-edge[openvino]'; make test "
                                             "installs it)")
-CAPABILITIES = [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+CAPABILITIES = [str(c) for c in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
 OPENVINO_NAMES = {"bf16": "BF16", "f16": "FP16"}  # the hint, and OpenVINO's (and pcedge's report's) name for it
 
 

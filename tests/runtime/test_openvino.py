@@ -20,7 +20,7 @@ from pcedge.masks import MaskSpec
 from pcedge.runtime.backends import OPENVINO_MARGIN, create_engine
 from pcedge.runtime.latency import LatencyCurveCache, engine_latency_curves, second_round_largest
 from pcedge.runtime.modelfile import read_spec
-from pcedge.runtime.openvino import DEVICES, OpenVinoEngine
+from pcedge.runtime.openvino import DEVICES, OpenVinoEngine, shared_core
 from pcedge.runtime.ort import OrtEngine
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'patchcleanser-edge[openvino]'; make test "
@@ -34,7 +34,7 @@ def ort_logits(model, images: np.ndarray) -> np.ndarray:
 
 def openvino_logits(model, images: np.ndarray) -> np.ndarray:
     """OpenVINO's own FP32 logits (the engine returns labels only), compiled as the engine compiles: f32, bounded batch."""
-    core = ov.Core()
+    core = shared_core()
     network = core.read_model(str(model))
     network.reshape({network.input(0): ov.PartialShape([ov.Dimension(1, 36), *images.shape[1:]])})
     compiled = core.compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"})
@@ -78,7 +78,7 @@ def test_exact_ties_go_to_the_first_class_as_onnx_runtime_breaks_them(region_onn
 
 
 def test_devices_openvino_does_not_find_are_refused_naming_those_it_does(region_onnx):
-    available = ov.Core().available_devices
+    available = shared_core().available_devices
     absent = [d for d in DEVICES if d != "AUTO" and not any(a.split(".")[0] == d for a in available)]
     if not absent:
         pytest.skip(f"OpenVINO finds every device kind here ({', '.join(available)})")
@@ -152,7 +152,7 @@ def test_a_file_gated_for_bf16_runs_at_what_the_device_computes_and_says_so(regi
     gated = tmp_path / "region.bf16.onnx"
     write_with_record(region_onnx, gated, {"method": "openvino inference precision hint", "engine": "openvino", "hint": "bf16",
                                            "precision": "bf16", "label_agreement_fp32": 1.0, "forced": False})
-    capabilities = [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    capabilities = [str(c) for c in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
     with caplog.at_level(logging.WARNING, logger="pcedge.openvino"), OpenVinoEngine(gated) as engine:
         if "BF16" in capabilities:
             assert engine.precision == "bf16" and engine.describe() == "openvino (CPU, bf16)"
@@ -192,3 +192,30 @@ def test_pcedge_run_backend_openvino_raises_the_alarm_on_the_patched_segment_onl
             assert sum(r["class_name"] == "espresso" for r in records) >= len(records) // 2, "the defended label stays espresso"
         else:
             assert not any(r["level"] == "patch" or r["alarm"] for r in records), f"a false alarm on {segment.photo}"
+
+
+ENGINES_THEN_A_SIGNAL = """
+import gc, os, signal, sys
+from pcedge.runtime.openvino import OpenVinoEngine
+first, second = OpenVinoEngine(sys.argv[1]).activate(), OpenVinoEngine(sys.argv[1]).activate()
+first.deactivate(); second.deactivate()  # in the order they were made: the order that broke
+del first, second; gc.collect()
+heard = []
+signal.signal(signal.SIGUSR1, lambda *_: heard.append(1))
+os.kill(os.getpid(), signal.SIGUSR1)
+print("signal handled" if heard else "signal lost")
+"""
+
+
+def test_engines_closed_in_any_order_leave_signals_deliverable(region_onnx):
+    """Each OpenVINO Core's CPU plugin swaps the thread's alternate signal stack and puts the old one back when the Core
+    goes: two engines with a Core each, closed first-made-first, left the main thread on an unmapped stack, and the
+    next handled signal (a child's SIGCHLD, SIGHUP, SIGTERM) killed the process with SIGSEGV and no traceback. The
+    engines share one Core (``shared_core``); run in a child so the old crash is this test's failure."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-c", ENGINES_THEN_A_SIGNAL, str(region_onnx)], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0 and out.stdout.strip() == "signal handled", f"exit {out.returncode}: {out.stderr[-2000:]}"

@@ -129,7 +129,7 @@ setup(
         "gpu": ["onnxruntime-gpu>=1.16", "opencv-python-headless>=4.6"],  # x86 with an NVIDIA GPU: one ONNX Runtime only
         "openvino": ["openvino>=2024.0"],  # Intel CPUs, integrated GPUs, NPUs (beside [cpu], which reads the model's metadata)
         "opencv": ["opencv-python-headless>=4.6"],
-        "export": ["torch>=2.1", "onnx>=1.15", "onnxscript"],
+        "export": ["torch>=2.6", "onnx>=1.15", "onnxscript"],
         "trt": ["tensorrt>=10.0", "cuda-python>=12.0"],
         "triton": ["tritonclient[grpc]>=2.50"],  # triton:// clients and pcedge triton repo; the server brings its own Python
         "site": ["paho-mqtt>=2.0", "prometheus-client>=0.17", "aiohttp>=3.9"],  # pcedge run --mqtt, --webhook, --metrics, --web

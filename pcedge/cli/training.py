@@ -23,28 +23,32 @@ DEFAULT_VAL_FRACTION = 0.05
 
 
 def train_labelled(args: argparse.Namespace) -> int:
+    from ..training import training_state
     from ..training.distributed import join
     from ..training.trainer import TrainConfig
     from ..training.views import ViewMix
+    from ..util.signals import stop_on_signals
 
     config = TrainConfig(epochs=args.epochs, recipe=args.recipe, lr=args.lr, batch_size=args.batch_size, masks=args.masks,
                          windows=args.windows, greedy_every=args.greedy_every, augment=args.augment, seed=args.seed or 0,
                          greedy_mix=ViewMix.parse(args.greedy_mix) if args.greedy_mix else None,
                          device=args.device, amp=args.amp, val_certify=max(0, args.val_certify), max_steps=args.max_steps)
-    processes = join(args.device, config.settings.batch_size)
-    try:
-        return _train(args, config, processes)
-    finally:
-        processes.close()
+    # the stop signals are caught from here on: one that comes while the group forms, the data loads or a checkpoint
+    # is read still ends in a checkpoint after the first step and the exit code that says "resume me"
+    with stop_on_signals(training_state.STOP_SIGNALS) as signals:
+        processes = join(args.device, config.settings.batch_size)
+        try:
+            return _train(args, config, processes, signals)
+        finally:
+            processes.close()
 
 
-def _train(args: argparse.Namespace, config: Any, processes: Any) -> int:
+def _train(args: argparse.Namespace, config: Any, processes: Any, signals: tuple[Any, list[int]]) -> int:
     from ..evaluation.datasets import load_dataset
     from ..export import export_onnx, load_model
     from ..training import training_state
     from ..training.trainer import Trainer
     from ..training.training_data import TrainingImages, data_identity, default_workers, split_held_out
-    from ..util.signals import stop_on_signals
 
     if config.amp == "fp16" and processes.device.type != "cuda":
         raise ConfigError("--amp fp16 needs --device cuda (on a CPU use --amp bf16, or none)")
@@ -78,8 +82,8 @@ def _train(args: argparse.Namespace, config: Any, processes: Any) -> int:
               f"{min(config.val_certify, len(val_positions))} certified per epoch); {describe_masks(config, mask_set)}; "
               f"recipe {config.recipe} {_recipe_text(trainer.recipe)}; {_where(processes, config)}", file=sys.stderr)
     checkpoint = args.save_checkpoint or args.resume
-    with stop_on_signals(training_state.STOP_SIGNALS) as (stop, received):
-        result = trainer.fit(checkpoint, progress=not quiet, stop=stop)
+    stop, received = signals
+    result = trainer.fit(checkpoint, progress=not quiet, stop=stop)
     if result.reason == "signal":
         return _stopped(processes, checkpoint, received, result.steps)
     if not processes.main:

@@ -306,7 +306,7 @@ class Distiller:
                 "config": asdict(self.config), "rng": self.rng.bit_generator.state}
         state = {"format": CHECKPOINT_FORMAT, "meta": json.dumps(meta), "student": self.student.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "best_state": self.best_state, "generator": self.generator.get_state()}
-        with writing(path) as tmp:
+        with writing(path, durable=True) as tmp:
             self.torch.save(state, str(tmp))
 
     def resume(self, path: str | Path) -> None:

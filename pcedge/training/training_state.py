@@ -69,7 +69,7 @@ def run_identity(module: Any, mask_set: Any, spec: Any, data: dict[str, Any], co
 
 def save(path: str | Path, tensors: dict[str, Any], meta: dict[str, Any]) -> None:
     """A checkpoint of ``tensors`` (tensors and PyTorch state dicts) and ``meta`` (JSON) to ``path``, whole or not at all."""
-    with writing(path) as temporary:
+    with writing(path, durable=True) as temporary:
         torch.save({"format": FORMAT, "meta": json.dumps(meta), **tensors}, str(temporary))
 
 

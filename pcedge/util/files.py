@@ -31,9 +31,13 @@ def publish(temporary: str | Path, target: str | Path) -> Path:
 
 
 @contextmanager
-def writing(target: str | Path) -> Iterator[Path]:
+def writing(target: str | Path, *, durable: bool = False) -> Iterator[Path]:
     """A temporary path beside ``target`` to write; published over ``target`` when the block ends without an
-    error, removed otherwise. Every file pcedge writes goes through here."""
+    error, removed otherwise. Every file pcedge writes goes through here.
+
+    ``durable``: the data and the rename reach the disk before the block returns (fsync of the file, then of its
+    folder). Without it a power loss or a node reset soon after can keep the rename but not the data, and an empty
+    file replaces the good one: what a training checkpoint, the only copy of hours of work, must never risk."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -41,9 +45,21 @@ def writing(target: str | Path) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
+        if durable:
+            _fsync(temporary, os.O_RDONLY)
         publish(temporary, target)
+        if durable:
+            _fsync(target.parent, os.O_RDONLY | os.O_DIRECTORY)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text(target: str | Path, text: str) -> Path:

@@ -17,6 +17,7 @@ from ..errors import UnsafeFileError
 from .optional import require
 
 NAMED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")  # how PyTorch's weights-only reader names a class or function it refused
+SAFE_TORCH = (2, 6)  # before 2.6 a crafted file can run code through weights_only=True (CVE-2025-32434)
 
 
 def load_data_only(path: str | Path, *, what: str) -> Any:
@@ -24,6 +25,9 @@ def load_data_only(path: str | Path, *, what: str) -> Any:
     pickle raises :class:`UnsafeFileError` (``what`` names the file for the user: a flag and its value); a file that is
     not a pickle at all ValueError; other failures (missing, truncated) propagate as PyTorch raises them."""
     torch = require("torch", "reading PyTorch files")
+    if tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2]) < SAFE_TORCH:
+        raise UnsafeFileError(f"torch {torch.__version__} cannot read {what} without risk: its weights_only reader can be made "
+                              "to run code from the file (CVE-2025-32434, fixed in torch 2.6); pip install 'torch>=2.6'")
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

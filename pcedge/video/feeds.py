@@ -151,9 +151,12 @@ class Feed:
         source.close()
 
     def join(self, timeout: float) -> None:
-        """Wait (up to ``timeout`` seconds) until :meth:`close` has released the source."""
+        """Wait (up to ``timeout`` seconds) until :meth:`close` has released the source, or, for a file source the caller
+        owns (and will close), until this feed's reader no longer reads it (see :meth:`_release`)."""
         if self._closer is not None:
             self._closer.join(timeout)
+        elif self._reader is not None and not self.live:
+            self._reader.join(timeout)
 
     # ------------------------------------------------------------------------------- the loop's side
     def poll(self) -> Frame | None:

@@ -54,7 +54,9 @@ class VideoFileSource(FrameSource):
         super().__init__(f"video file {path}")
         self.path, self.options = path, options
         self._cap = open_capture(str(path), cv2.CAP_FFMPEG, options, f"video file {path}")
+        # read once here: other threads ask for them (the status line) while the reader or the closer uses the capture
         self._fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self._frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
 
     @property
     def fps(self) -> float:
@@ -62,8 +64,7 @@ class VideoFileSource(FrameSource):
 
     @property
     def length(self) -> int | None:
-        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if self._cap is not None else 0
-        return count if count > 0 and not self.options.loop else None
+        return self._frame_count if self._frame_count > 0 and not self.options.loop else None
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0

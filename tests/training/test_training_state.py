@@ -44,6 +44,15 @@ def test_a_checkpoint_that_needs_pickle_is_refused_with_what_it_asked_for(tmp_pa
         training_state.load(tmp_path / "garbage.pt", IDENTITY, processes=1)
 
 
+def test_a_torch_whose_safe_reader_can_be_bypassed_reads_nothing(tmp_path, monkeypatch):
+    """Before torch 2.6 a crafted file runs code through ``weights_only=True`` (CVE-2025-32434): refused before reading."""
+    checkpoint = tmp_path / "run.pt"
+    training_state.save(checkpoint, {"model": {"w": torch.zeros(2)}}, {"identity": IDENTITY, "processes": 1})
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cpu")
+    with pytest.raises(UnsafeFileError, match=r"torch 2.5.1\+cpu cannot read --resume .*run.pt without risk.*CVE-2025-32434"):
+        training_state.load(checkpoint, IDENTITY, processes=1)
+
+
 def test_another_run_or_process_count_is_refused_naming_both(tmp_path):
     training_state.save(tmp_path / "c.pt", {}, {"identity": IDENTITY, "processes": 2})
     with pytest.raises(ConfigError, match=r"written by a run of 2 process\(es\) and this run has 1: .* torchrun --nproc-per-node 2"):

@@ -158,10 +158,12 @@ def test_stop_ends_every_stream_and_the_log_says_so(region_onnx, clips, tmp_path
 STOP_WHILE_DECODING = """
 import sys, threading
 from pcedge.video.feeds import Feed
+from pcedge.video.sources import open_source
 from pcedge.video.uri import SourceOptions
 for attempt in range(300):
     wake, taken = threading.Event(), 0
-    feed = Feed(sys.argv[1], SourceOptions(), wake)
+    mine = open_source(sys.argv[1], SourceOptions()) if attempt % 2 else None  # a source the caller opened and closes
+    feed = Feed(mine or sys.argv[1], SourceOptions(), wake)
     feed.start()
     while taken < attempt % 7 and not feed.ended:
         if feed.poll() is None:
@@ -171,13 +173,16 @@ for attempt in range(300):
             taken += 1
     feed.close()
     feed.join(5)
+    if mine is not None:
+        mine.close()
 """
 
 
 def test_a_file_stopped_while_its_next_frame_decodes_is_released_after_the_read(tmp_path):
     """A file is read one frame ahead, so a stream stopped (end of the run, a reload that removes it, ``--max-frames``)
     usually finds its reader inside ``read()``: releasing the capture then crashed the process (SIGSEGV about once in
-    a few hundred stops, on a clean-clone ``make test``). Run in a child so a crash is this test's failure."""
+    a few hundred stops). The feed releases a file it opened after its reader left, and its ``join`` waits for the
+    reader before a caller closes a file it opened itself. Run in a child so a crash is this test's failure."""
     import subprocess
     import sys
     from pathlib import Path

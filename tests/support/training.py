@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -40,3 +41,12 @@ def fashion_npz(source: Path, path: Path, count: int) -> Path:
     np.savez(path, images=read_idx(source / "t10k-images-idx3-ubyte.gz")[:count],
              labels=read_idx(source / "t10k-labels-idx1-ubyte.gz")[:count].astype(np.int64))
     return path
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until ``path`` exists (a checkpoint being written), failing with the process's output if it ended first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ torch = pytest.importorskip("torch", reason="training needs torch (the [export] 
 
 from pcedge.training.training_state import RESUME_EXIT_CODE  # noqa: E402
 from tests.conftest import FASHION  # noqa: E402
-from tests.support.training import fashion_npz, finetune, start_finetune  # noqa: E402
+from tests.support.training import fashion_npz, finetune, start_finetune, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (FASHION / "t10k-images-idx3-ubyte.gz").exists(),
                                                    reason="Fashion-MNIST not installed (Debian package dataset-fashion-mnist)")]
@@ -57,14 +56,6 @@ def assert_same_run(a: Path, b: Path) -> None:
 def said(stderr: str) -> str:
     """What the processes said, for a failure's message: every line but warnings' and tracebacks' indented ones."""
     return "\n".join(line for line in stderr.splitlines() if line.strip() and not line.startswith(" ") and "Warning" not in line)[-6000:]
-
-
-def wait_for(path: Path, proc, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import cv2
@@ -26,7 +25,7 @@ from pcedge.runtime.modelfile import read_onnx_metadata  # noqa: E402
 from pcedge.training import training_state  # noqa: E402
 from pcedge.training.recipes import RECIPES, Recipe, make_optimizer  # noqa: E402
 from tests.conftest import FASHION  # noqa: E402
-from tests.support.training import finetune, start_finetune  # noqa: E402
+from tests.support.training import finetune, start_finetune, wait_for  # noqa: E402
 
 FASHION_ARGS = ["--model", "fashion-cnn", "--data", str(FASHION), "--patch", "4", "--masks-per-axis", "4", "--no-progress"]
 needs_fashion = pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").exists(),
@@ -42,14 +41,6 @@ def same_run(a: tuple[Path, object], b: tuple[Path, object]) -> None:
     untimed = [[{k: v for k, v in row.items() if "seconds" not in k} for row in json.loads(p.stdout.splitlines()[-1])["history"]]
                for p in (proc_a, proc_b)]
     assert untimed[0] == untimed[1]  # the same losses, accuracies and held-out numbers, epoch by epoch
-
-
-def wait_for(path: Path, proc, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------------------------------ the command

@@ -10,7 +10,6 @@ resuming against anything else is refused.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -24,7 +23,6 @@ from ..defense import CASES, double_masking_table, is_certified
 from ..errors import ConfigError
 from ..runtime.driver import PatchCleanser
 from ..runtime.modelfile import int8_record
-from ..util.files import writing
 from ..util.machine import cpu_features, cpu_model, int8_arithmetic, machine_info
 from ..util.progress import progress as progress_bar
 from .datasets import Dataset
